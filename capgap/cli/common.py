@@ -1,0 +1,74 @@
+"""Flags and helpers shared by the stage commands (so every stage behaves the same)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from capgap import config as cfgmod
+from capgap.errors import CapgapError
+
+T = TypeVar("T")
+
+
+def add_run_flags(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    """--out / --resume / --overwrite with the shared run-folder semantics."""
+    p.add_argument("--out", required=out_required, type=Path, help="output run folder")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true",
+                   help="continue an unfinished run in --out from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true",
+                   help="discard whatever run --out holds and start again")
+
+
+def add_config_flags(p: argparse.ArgumentParser, stage: str) -> None:
+    """--config FILE / --preset NAME / --set key=value."""
+    names = ", ".join(preset_names(stage)) or "none"
+    p.add_argument("--config", type=Path, help="YAML config file (validated on load)")
+    p.add_argument("--preset", help=f"a shipped config ({names})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set train.tokens=2e6 (repeatable)")
+
+
+def preset_names(stage: str) -> list[str]:
+    root = resources.files("capgap") / "configs" / stage
+    if not root.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(stage: str, name: str) -> Path:
+    path = Path(str(resources.files("capgap") / "configs" / stage / f"{name}.yaml"))
+    if not path.is_file():
+        raise CapgapError(f"no {stage} preset {name!r}; presets: {', '.join(preset_names(stage))}")
+    return path
+
+
+def load_stage_config(cls: type[T], stage: str, args: argparse.Namespace,
+                      default_preset: str | None = None) -> T:
+    """The stage's config from --config or --preset (or the default preset) plus --set."""
+    if args.config and args.preset:
+        raise CapgapError("give either --config or --preset, not both")
+    path = args.config or (preset_path(stage, args.preset or default_preset)
+                           if (args.preset or default_preset) else None)
+    return cfgmod.load(cls, path, args.overrides)
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """A plain-text table; columns are (key, header, format spec)."""
+    heads = [h for _, h, _ in columns]
+    cells = [[format(r[k], f) if r.get(k) is not None else "-" for k, _, f in columns]
+             for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+              for i, h in enumerate(heads)]
+    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
+    return "\n".join([line(heads), line(["-" * w for w in widths]), *map(line, cells)])

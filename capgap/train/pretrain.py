@@ -1,0 +1,162 @@
+"""Pretrain a family of teachers from scratch on a corpus.
+
+``pretrain(cfg, out)`` trains every size of a family (a YAML ladder) with the shared loop and
+writes, per size, a run folder whose ``model/`` is a standard Hugging Face checkpoint
+(safetensors, config, tokenizer). The family folder holds the tokenizer, the resolved config
+and ``summary.json`` with one row per size; it is resumable size by size and step by step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from capgap.errors import CapgapError
+from capgap.models.params import count_params
+from capgap.runs import RunDir
+from capgap.train.loop import OptimConfig, TrainConfig, train
+
+
+@dataclass
+class DataConfig:
+    """Where text comes from and how it becomes tokens."""
+
+    corpus: str = "default"
+    """'default' (embedded English corpus), a .txt/.jsonl file or folder, or hf:NAME."""
+    vocab_size: int = 4096
+    """Size of the byte-level BPE trained on the corpus (ignored with ``tokenizer``)."""
+    tokenizer: str | None = None
+    """An existing tokenizer folder to use instead of training one."""
+    seq_len: int = 0
+    """Training sequence length (0: the family's)."""
+
+
+@dataclass
+class EvalConfig:
+    """Final held-out evaluation over the fixed validation text."""
+
+    max_bytes: int = 0
+    """Evaluate the first this-many bytes of the validation split (0: all of it)."""
+    batch_size: int = 16
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(tokens=1_000_000, micro_batch_size=32,
+                       optim=OptimConfig(lr=1e-3, warmup_frac=0.02, min_lr_ratio=0.1))
+
+
+@dataclass
+class PretrainConfig:
+    """``capgap pretrain``: which family, on what data, for how long."""
+
+    family: str = "pythia-micro"
+    """A shipped family name (see ``capgap pretrain --list``) or a family YAML path."""
+    sizes: list[str] | None = None
+    """Train only these sizes of the family (default: all)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class SizeResult:
+    name: str
+    params: int
+    params_non_embedding: int
+    val_loss: float
+    val_ppl: float
+    val_bpb: float
+    train_tokens: int
+    seconds: float
+    tokens_per_s: float
+    model_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def lm_step(model: torch.nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Plain next-token cross-entropy (HF shifts labels internally)."""
+    return model(input_ids=input_ids, labels=input_ids).loss, {}
+
+
+def _prepare_data(cfg: PretrainConfig, out: Path, seq_len: int):  # noqa: ANN202
+    from capgap.data import prepare
+
+    return prepare(corpus=cfg.data.corpus, vocab_size=cfg.data.vocab_size,
+                   tokenizer=cfg.data.tokenizer, tokenizer_out=out / "tokenizer")
+
+
+def pretrain_size(
+    cfg: PretrainConfig, family, size: str, data, out: Path,  # noqa: ANN001
+    resume: bool, overwrite: bool,
+) -> SizeResult:
+    """Train one size of the family into ``out/<size>``; skip it if already finished."""
+    from capgap.data.loader import PackedLoader, eval_batches
+    from capgap.evaluate.heldout import evaluate_text
+    from capgap.models import build_model, save_model
+
+    run = RunDir.open(out / size, resume=resume, overwrite=overwrite)
+    if run.complete:
+        return SizeResult(**run.summary()["result"])
+    seq_len = cfg.data.seq_len or family.seq_len
+    run.write_config({"family": family.name, "size": size, "seq_len": seq_len,
+                      "vocab_size": data.vocab_size, "train": cfg.train})
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(family.build_config(size, vocab_size=data.vocab_size, tokenizer=data.tokenizer))
+    loader = PackedLoader(data.train, seq_len=seq_len, batch_size=cfg.train.micro_batch_size,
+                          seed=cfg.train.seed)
+
+    def quick_eval(m: torch.nn.Module) -> dict[str, float]:
+        losses = [m(input_ids=x, labels=x).loss.item()
+                  for x in eval_batches(data.val, seq_len, cfg.eval.batch_size,
+                                        cfg.train.eval_tokens)]
+        return {"loss": sum(losses) / max(len(losses), 1)}
+
+    n = count_params(model)
+    result = train(model, loader, lm_step, cfg.train, run, eval_fn=quick_eval,
+                   desc=f"pretrain {size} ({n.total / 1e6:.2f}M)")
+    final = evaluate_text(model, data.tokenizer, data.val_texts(cfg.eval.max_bytes), seq_len,
+                          cfg.eval.batch_size)
+    model_dir = run.path / "model"
+    save_model(model, data.tokenizer, model_dir, overwrite=True)
+    res = SizeResult(name=size, params=n.total, params_non_embedding=n.non_embedding,
+                     val_loss=final.loss, val_ppl=final.ppl, val_bpb=final.bpb,
+                     train_tokens=result.tokens, seconds=result.seconds,
+                     tokens_per_s=result.tokens_per_s, model_dir=str(model_dir))
+    run.log({"event": "final_eval", "step": result.steps, **final.to_dict()})
+    run.finish({"result": res.to_dict(), "heldout": final.to_dict()})
+    return res
+
+
+def pretrain(
+    cfg: PretrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False
+) -> list[SizeResult]:
+    """Pretrain every requested size of ``cfg.family`` under ``out``; return their results."""
+    from capgap.models import load_family
+
+    out = Path(out)
+    family = load_family(cfg.family)
+    sizes = cfg.sizes or [s.name for s in family.sizes]
+    unknown = [s for s in sizes if s not in {x.name for x in family.sizes}]
+    if unknown:
+        raise CapgapError(f"family {family.name} has no size {unknown[0]!r}; "
+                          f"sizes: {', '.join(s.name for s in family.sizes)}")
+    run = RunDir.open(out, resume=resume, overwrite=overwrite)
+    if run.complete:
+        return [SizeResult(**r) for r in run.summary()["results"]]
+    run.write_config(cfg)
+    t0 = time.perf_counter()
+    data = _prepare_data(cfg, out, cfg.data.seq_len or family.seq_len)
+    results = []
+    for size in sizes:
+        res = pretrain_size(cfg, family, size, data, out, resume=run.resumed, overwrite=False)
+        results.append(res)
+        run.log({"event": "size_done", "step": len(results), **res.to_dict()})
+    run.finish({"results": [r.to_dict() for r in results],
+                "seconds": time.perf_counter() - t0})
+    return results

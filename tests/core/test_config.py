@@ -1,0 +1,69 @@
+"""Config validation: unknown keys and wrong types are errors naming key and file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from capgap import config
+from capgap.errors import CapgapError
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-3
+    mode: Literal["a", "b"] = "a"
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    steps: int = 10
+    sizes: list[str] | None = None
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_load_yaml_with_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: run\ninner:\n  lr: 2\n")
+    cfg = config.load(Outer, f, ["steps=5", "inner.mode=b", "sizes=[T0, T1]"])
+    assert cfg == Outer(name="run", steps=5, sizes=["T0", "T1"], inner=Inner(lr=2.0, mode="b"))
+    assert isinstance(cfg.inner.lr, float)
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("inner:\n  lrr: 1\n")
+    with pytest.raises(CapgapError, match=r"c\.yaml\.inner: unknown key 'lrr' \(did you mean 'lr'\?\)"):
+        config.load(Outer, f)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("steps: 1.5\n", "steps: expected an integer"),
+    ("steps: true\n", "steps: expected an integer"),
+    ("inner: {mode: c}\n", "must be one of 'a', 'b'"),
+    ("inner: 3\n", "inner: expected a mapping"),
+    ("sizes: T0\n", "sizes: expected"),
+])
+def test_type_errors(tmp_path, text, match):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(CapgapError, match=match):
+        config.load(Outer, f)
+
+
+def test_malformed_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1,\n")
+    with pytest.raises(CapgapError, match="not valid YAML"):
+        config.load(Outer, bad)
+    with pytest.raises(CapgapError, match="config file not found"):
+        config.load(Outer, tmp_path / "nope.yaml")
+
+
+def test_dump_roundtrip(tmp_path):
+    cfg = Outer(sizes=["a"], inner=Inner(lr=0.5, mode="b"))
+    config.dump(cfg, tmp_path / "r.yaml")
+    assert config.load(Outer, tmp_path / "r.yaml") == cfg

@@ -1,0 +1,52 @@
+"""The shared run-folder convention: resume / overwrite / completion rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from capgap.errors import CapgapError
+from capgap.runs import RunDir, is_complete
+
+
+def test_fresh_unfinished_finished(tmp_path):
+    out = tmp_path / "run"
+    run = RunDir.open(out)
+    run.write_config({"a": 1})
+    run.log({"step": 1, "loss": 2.0})
+    with pytest.raises(CapgapError, match="unfinished run; use --resume"):
+        RunDir.open(out)
+    again = RunDir.open(out, resume=True)
+    assert again.resumed and not again.complete
+    again.finish({"ok": True})
+    assert is_complete(out)
+    with pytest.raises(CapgapError, match="finished run; use --overwrite"):
+        RunDir.open(out)
+    assert RunDir.open(out, resume=True).complete
+    fresh = RunDir.open(out, overwrite=True)
+    assert not fresh.resumed and not any(out.iterdir())
+
+
+def test_resume_refuses_changed_config(tmp_path):
+    run = RunDir.open(tmp_path / "r")
+    run.write_config({"train": {"tokens": 10}})
+    again = RunDir.open(tmp_path / "r", resume=True)
+    with pytest.raises(CapgapError, match="config differs at 'train.tokens'"):
+        again.write_config({"train": {"tokens": 11}})
+
+
+def test_foreign_folder_is_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(CapgapError, match="holds no capgap run"):
+        RunDir.open(tmp_path / "x")
+
+
+def test_metrics_truncate_and_torn_line(tmp_path):
+    run = RunDir.open(tmp_path / "r")
+    for s in range(1, 5):
+        run.log({"step": s})
+    with open(run.path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 5, "lo')  # a kill mid-write
+    assert [r["step"] for r in run.metrics()] == [1, 2, 3, 4]
+    run.truncate_metrics(2)
+    assert [r["step"] for r in run.metrics()] == [1, 2]
