@@ -17,6 +17,6 @@ def evaluate_model(model: str, corpus: str = "default", max_bytes: int = 0, seq_
 
     torch.set_num_threads(env_threads())
     net, tokenizer = load_model(model)
-    texts = validation_text(load_corpus(corpus), max_bytes or None)
-    res = evaluate_text(net, tokenizer, texts, seq_len or model_context(net), batch_size)
+    text = validation_text(load_corpus(corpus), max_bytes or None)
+    res = evaluate_text(net, tokenizer, text, seq_len or model_context(net), batch_size)
     return {"model": model, "corpus": corpus, **res.to_dict()}

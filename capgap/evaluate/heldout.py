@@ -33,22 +33,13 @@ class HeldoutResult:
         return asdict(self)
 
 
-def encode_text(tokenizer, texts: Sequence[str]) -> tuple[list[int], int]:  # noqa: ANN001
-    """Token ids of ``texts`` joined by EOS, prefixed by BOS/EOS, and their UTF-8 byte count."""
-    eos = tokenizer.eos_token_id
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+def encode_text(tokenizer, text: str) -> tuple[list[int], int]:  # noqa: ANN001
+    """Token ids of ``text`` prefixed by BOS (or EOS), and its UTF-8 byte count."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if start is None:
         raise ValueError("tokenizer has neither a BOS nor an EOS token")
-    ids: list[int] = [start]
-    n_bytes = 0
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    for i, (text, toks) in enumerate(zip(texts, encoded, strict=True)):
-        if i and eos is not None:
-            ids.append(eos)  # the separator is predicted too; it stands for the "\n\n" joiner
-            n_bytes += 2
-        ids.extend(toks)
-        n_bytes += len(text.encode("utf-8"))
-    return ids, n_bytes
+    ids = [start, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+    return ids, len(text.encode("utf-8"))
 
 
 @torch.no_grad()
@@ -86,11 +77,10 @@ def score_ids(
 
 
 def evaluate_text(
-    model: nn.Module, tokenizer, texts: Sequence[str], seq_len: int,  # noqa: ANN001
-    batch_size: int = 8,
+    model: nn.Module, tokenizer, text: str, seq_len: int, batch_size: int = 8,  # noqa: ANN001
 ) -> HeldoutResult:
-    """Loss (nats/token), perplexity and bits per byte of ``model`` on ``texts``."""
-    ids, n_bytes = encode_text(tokenizer, texts)
+    """Loss (nats/token), perplexity and bits per byte of ``model`` on ``text``."""
+    ids, n_bytes = encode_text(tokenizer, text)
     nats, n = score_ids(model, ids, seq_len, batch_size)
     loss = nats / max(n, 1)
     return HeldoutResult(loss=loss, ppl=math.exp(min(loss, 700.0)),

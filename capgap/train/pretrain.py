@@ -84,11 +84,40 @@ def lm_step(model: torch.nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tens
     return model(input_ids=input_ids, labels=input_ids).loss, {}
 
 
-def _prepare_data(cfg: PretrainConfig, out: Path, seq_len: int):  # noqa: ANN202
-    from capgap.data import prepare
+@dataclass
+class PretrainData:
+    """The corpus, its tokenizer and packed token streams, shared by every size."""
 
-    return prepare(corpus=cfg.data.corpus, vocab_size=cfg.data.vocab_size,
-                   tokenizer=cfg.data.tokenizer, tokenizer_out=out / "tokenizer")
+    corpus: Any
+    tokenizer: Any
+    store: Any
+
+    @property
+    def train(self) -> Any:
+        return self.store.train
+
+    @property
+    def val(self) -> Any:
+        return self.store.val
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def val_text(self, max_bytes: int) -> str:
+        from capgap.data import validation_text
+
+        return validation_text(self.corpus, max_bytes or None)
+
+
+def prepare_data(cfg: DataConfig) -> PretrainData:
+    """Load the corpus, train (or load) the tokenizer and tokenise once (all cached)."""
+    from capgap.data import TokenStore, get_tokenizer, load_corpus, load_tokenizer
+
+    corpus = load_corpus(cfg.corpus)
+    tokenizer = (load_tokenizer(cfg.tokenizer) if cfg.tokenizer
+                 else get_tokenizer(corpus, cfg.vocab_size))
+    return PretrainData(corpus, tokenizer, TokenStore.build_or_load(corpus, tokenizer))
 
 
 def pretrain_size(
@@ -107,7 +136,10 @@ def pretrain_size(
     run.write_config({"family": family.name, "size": size, "seq_len": seq_len,
                       "vocab_size": data.vocab_size, "train": cfg.train})
     torch.manual_seed(cfg.train.seed)
-    model = build_model(family.build_config(size, vocab_size=data.vocab_size, tokenizer=data.tokenizer))
+    tok = data.tokenizer
+    model = build_model(family.build_config(
+        size, vocab_size=data.vocab_size, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
     loader = PackedLoader(data.train, seq_len=seq_len, batch_size=cfg.train.micro_batch_size,
                           seed=cfg.train.seed)
 
@@ -120,7 +152,7 @@ def pretrain_size(
     n = count_params(model)
     result = train(model, loader, lm_step, cfg.train, run, eval_fn=quick_eval,
                    desc=f"pretrain {size} ({n.total / 1e6:.2f}M)")
-    final = evaluate_text(model, data.tokenizer, data.val_texts(cfg.eval.max_bytes), seq_len,
+    final = evaluate_text(model, data.tokenizer, data.val_text(cfg.eval.max_bytes), seq_len,
                           cfg.eval.batch_size)
     model_dir = run.path / "model"
     save_model(model, data.tokenizer, model_dir, overwrite=True)
@@ -151,7 +183,7 @@ def pretrain(
         return [SizeResult(**r) for r in run.summary()["results"]]
     run.write_config(cfg)
     t0 = time.perf_counter()
-    data = _prepare_data(cfg, out, cfg.data.seq_len or family.seq_len)
+    data = prepare_data(cfg.data)
     results = []
     for size in sizes:
         res = pretrain_size(cfg, family, size, data, out, resume=run.resumed, overwrite=False)

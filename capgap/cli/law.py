@@ -1,0 +1,211 @@
+"""``capgap law fit`` / ``capgap law predict``: thin over :mod:`capgap.law`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from capgap.errors import CapgapError
+
+HELP = "Fit the capacity-gap law T* = a·S + b from a sweep; recommend a teacher with it."
+
+EPILOG = """exit status: 0 law fitted / prediction printed; 2 bad input (one-line error);
+3 law.json written but no law fitted (fewer than 3 uncensored student sizes)."""
+
+INSUFFICIENT = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``fit`` and ``predict`` sub-subcommands."""
+    parser.epilog = EPILOG
+    sub = parser.add_subparsers(dest="law_command", metavar="COMMAND", required=True)
+    _add_fit(sub.add_parser("fit", help="fit T* = a·S + b (and T* = k·S) with bootstrap CIs",
+                            description="Fit the law from sweep cells or optimal points.",
+                            epilog=EPILOG))
+    _add_predict(sub.add_parser("predict", help="recommend a teacher size for a student size",
+                                description="Recommend T* for a student size from law.json."))
+
+
+def _add_fit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="sweep folder (results.sqlite), cells CSV/JSONL "
+                   "(student_params, teacher_params, metric[, seed, student_size, alpha, "
+                   "status, censored]) or points CSV (student_params, teacher_params)")
+    p.add_argument("--out", help="write the law here (JSON), e.g. law.json")
+    p.add_argument("--plot", help="also write a figure (.png, .pdf or .svg)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep only cells whose column KEY equals VALUE (repeatable)")
+    p.add_argument("--size", choices=["total", "non_embedding"], default="total",
+                   help="size unit: total parameters (default) or non-embedding (*_params_ne)")
+    p.add_argument("--metric", help="metric column (default: metric, else val_loss)")
+    p.add_argument("--higher-is-better", action="store_true",
+                   help="the metric is a score, not a loss")
+    p.add_argument("--optimum", choices=["argmin", "quadratic"], default="argmin",
+                   help="best teacher fitted per size: the best teacher run (default) or the "
+                   "vertex of a quadratic in log teacher size")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                   help="bootstrap resamples (default 2000)")
+    p.add_argument("--ci", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--ci-method", choices=["auto", "seeds+sizes", "seeds", "sizes"],
+                   default="auto", help="what the bootstrap resamples (default: seeds and "
+                   "sizes when every cell group has >= 2 seeds, else sizes)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--law", required=True, help="law.json written by capgap law fit")
+    p.add_argument("--student-params", required=True, metavar="N",
+                   help="student size in the law's unit, e.g. 3B, 350M, 1.2e9")
+    p.add_argument("--teachers", metavar="A,B,C",
+                   help="available teacher sizes; prints the closest in log-size and a ranking")
+    p.add_argument("--json", action="store_true", help="print the recommendation as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to fit or predict."""
+    return _fit(args) if args.law_command == "fit" else _predict(args)
+
+
+# ---------------------------------------------------------------- fit
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from capgap.io import write_json
+    from capgap.law import fit_source, plot_law
+    from capgap.law.plot import FORMATS
+
+    if args.plot and Path(args.plot).suffix.lower().lstrip(".") not in FORMATS:
+        raise CapgapError(f"--plot {args.plot}: format must be one of {', '.join(FORMATS)}")
+    law = fit_source(args.source, where=parse_where(args.where), metric=args.metric,
+                     higher_is_better=args.higher_is_better, size=args.size,
+                     optimum=args.optimum, n_boot=args.bootstrap, ci=args.ci,
+                     ci_method=args.ci_method, seed=args.seed)
+    print(summarise_fit(law))
+    if args.plot:
+        plot_law(law, args.plot)
+        print(f"wrote {args.plot}")
+    if args.out:
+        write_json(args.out, law)
+        print(f"wrote {args.out}")
+    return 0 if law["status"] == "ok" else INSUFFICIENT
+
+
+def parse_where(items: list[str]) -> dict[str, str]:
+    """``["objective=soft_ce", "tokens=2e6"]`` -> dict; malformed or repeated keys are errors."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CapgapError(f"--where {item!r}: expected KEY=VALUE, e.g. objective=soft_ce")
+        if key in out:
+            raise CapgapError(f"--where {key} given twice")
+        out[key] = value.strip()
+    return out
+
+
+def summarise_fit(law: dict[str, Any]) -> str:
+    """The law in a few human lines: both fits with intervals, LOO error, per-size table."""
+    from capgap.law.units import AS_GIVEN, format_size
+
+    si = law["size_unit"] != AS_GIVEN
+    fmt = partial(format_size, si=si)
+    lines = [_fit_header(law)]
+    if law["status"] == "ok":
+        pct = f"{law['ci_level']:.0%}"
+        lines += [
+            f"  T* = {law['slope']:.4g}·S {'+' if law['intercept'] >= 0 else '-'} "
+            f"{fmt(abs(law['intercept']))}   R² {_num(law['r2'], '.4f')}   "
+            f"{pct} CI slope {_interval(law['slope_ci'], '.3g')}, "
+            f"intercept {_interval(law['intercept_ci'], fmt)}",
+            f"  T* = {law['ratio']:.4g}·S   R² {_num(law['ratio_r2'], '.4f')} (centred)   "
+            f"{pct} CI {_interval(law['ratio_ci'], '.3g')}   "
+            f"[{law['ci_method']}, {law['n_boot_valid']}/{law['n_boot']} resamples]",
+            f"  leave-one-size-out mean |rel. error|: linear {_num(law['loo']['linear_mare'], '.1%')}"
+            f", proportional {_num(law['loo']['ratio_mare'], '.1%')}",
+        ]
+    else:
+        lines.append(f"  no law fitted: {law['reason']}")
+    lines += _size_table(law, fmt)
+    lines += [f"warning: {w}" for w in law["warnings"]]
+    return "\n".join(lines)
+
+
+def _fit_header(law: dict[str, Any]) -> str:
+    metric = law.get("metric")
+    what = "" if metric is None else (
+        f", metric '{metric['name']}' ({'higher' if metric['higher_is_better'] else 'lower'} "
+        f"is better), optimum {law['optimum']}")
+    return (f"capgap law: {law['n_points']} student size(s) in the fit "
+            f"({law['size_unit']}{what})")
+
+
+_EDGE = {"low": "at the smallest teacher", "high": "at the largest teacher",
+         "both": "single teacher", None: "marked in the source"}
+
+
+def _size_table(law: dict[str, Any], fmt: Any) -> list[str]:
+    """One row per student size: its best teacher, T/S, the vertex, T*'s interval, fate."""
+    rows = [f"  {'student':>9} {'best T':>9} {'T/S':>6} {'vertex':>9} {'T* CI':>21}  note"]
+    for s in law["sizes"]:
+        t = s.get("optimum")
+        ratio = f"{t / s['student_params']:.2f}" if t else "n/a"
+        note = "" if s["used_in_fit"] else (
+            f"censored ({_EDGE[s.get('censored_edge')]}), left out" if s["censored"]
+            else "no continuous optimum, left out")
+        ci = _interval(s.get("t_opt_ci"), fmt) if s.get("t_opt_ci") else "n/a"
+        rows.append(f"  {fmt(s['student_params']):>9} {fmt(s.get('argmin', t)):>9} {ratio:>6} "
+                    f"{fmt(s.get('continuous_optimum')):>9} {ci:>21}  {note}")
+    return rows
+
+
+def _interval(ci: list[float] | None, fmt: Any) -> str:
+    if ci is None:
+        return "n/a"
+    f = (lambda x: format(x, fmt)) if isinstance(fmt, str) else fmt
+    return f"[{f(ci[0])}, {f(ci[1])}]"
+
+
+def _num(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+# ---------------------------------------------------------------- predict
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from capgap.law import load_law, parse_size, parse_sizes, predict
+
+    law = load_law(args.law)
+    teachers = parse_sizes(args.teachers) if args.teachers else None
+    rec = predict(law, parse_size(args.student_params), teachers)
+    if args.json:
+        print(json.dumps(rec.to_dict(), indent=2))
+    else:
+        print(summarise_prediction(rec))
+    return 0
+
+
+def summarise_prediction(rec: Any) -> str:
+    """The recommendation in a few human lines."""
+    from capgap.law.units import AS_GIVEN, format_size
+
+    si = rec.size_unit != AS_GIVEN
+    fmt = partial(format_size, si=si)
+    pct = f"{rec.ci_level:.0%}"
+    lines = [
+        f"student {fmt(rec.student_params)} ({rec.size_unit}):",
+        f"  linear law       T* = a·N + b = {fmt(rec.teacher_linear)}   "
+        f"{pct} CI {_interval(rec.teacher_linear_ci, fmt)}",
+        f"  proportional law T* = k·N     = {fmt(rec.teacher_ratio)}   "
+        f"{pct} CI {_interval(rec.teacher_ratio_ci, fmt)}",
+    ]
+    if rec.ranking:
+        lines.append(f"  closest available teacher: {fmt(rec.closest_teacher)} "
+                     f"(to the {rec.basis} law's {fmt(rec.target)})")
+        lines += [f"    {i}. {fmt(t)}  |ln(T/T*)| = {d:.3f}"
+                  for i, (t, d) in enumerate(rec.ranking, 1)]
+    lines += [f"warning: {w}" for w in rec.warnings]
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""Recommend a teacher size for a student of N parameters from a fitted law.
+
+T* = a·N + b (the linear law) with a joint bootstrap interval (each replicate's a·N + b),
+and T* = k·N (the proportional law) with k's interval times N. These are confidence
+intervals for the law's value at N, not prediction intervals for one new sweep; the
+law's leave-one-size-out errors say how far single sizes fall from it. When candidate
+teachers are given they are ranked by |ln(T / T*)|: a factor 2 too big counts as much as a
+factor 2 too small, which matches how teacher families are spaced.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from capgap.errors import CapgapError
+from capgap.law.bootstrap import percentile_ci
+from capgap.law.units import AS_GIVEN, format_size
+
+_REQUIRED = ("status", "slope", "intercept", "ratio", "ratio_ci", "size_range", "size_unit")
+
+
+@dataclass
+class Recommendation:
+    """The teacher size a law recommends for one student size."""
+
+    student_params: float
+    teacher_linear: float  # a·N + b
+    teacher_linear_ci: list[float] | None
+    teacher_ratio: float  # k·N
+    teacher_ratio_ci: list[float] | None
+    target: float  # the T* candidates are ranked against
+    basis: str  # "linear", or "ratio" when the linear law gives T* <= 0
+    extrapolation: float | None  # factor outside the fitted size range, None inside it
+    size_unit: str
+    ci_level: float
+    ranking: list[tuple[float, float]] = field(default_factory=list)  # (T, |ln T/T*|)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def closest_teacher(self) -> float | None:
+        return self.ranking[0][0] if self.ranking else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"closest_teacher": self.closest_teacher}
+
+
+def load_law(path: str | Path) -> dict[str, Any]:
+    """Read a law.json written by ``capgap law fit``; refuse files that hold no usable law."""
+    path = Path(path)
+    if not path.is_file():
+        raise CapgapError(f"{path}: no such law file (write one with capgap law fit)")
+    try:
+        law = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CapgapError(f"{path}: not valid JSON ({e})") from None
+    return check_law(law, str(path))
+
+
+def check_law(law: Any, name: str = "law") -> dict[str, Any]:
+    """The law if it can be used for predictions, else a one-line error saying why."""
+    if not isinstance(law, Mapping) or any(k not in law for k in _REQUIRED):
+        raise CapgapError(f"{name}: not a capgap law (needs keys {', '.join(_REQUIRED)})")
+    if law["status"] != "ok":
+        raise CapgapError(f"{name}: no law was fitted ({law.get('reason') or law['status']})")
+    return dict(law)
+
+
+def predict(law: Mapping[str, Any] | str | Path, student_params: float,
+            teachers: Sequence[float] | None = None) -> Recommendation:
+    """Recommend T* for ``student_params`` (in the law's size unit) and rank ``teachers``."""
+    law = load_law(law) if isinstance(law, (str, Path)) else check_law(law)
+    n = float(student_params)
+    if not math.isfinite(n) or n <= 0:
+        raise CapgapError(f"student size must be a positive number, got {student_params}")
+    si = law["size_unit"] != AS_GIVEN
+    linear = law["slope"] * n + law["intercept"]
+    ratio = law["ratio"] * n
+    rec = Recommendation(
+        student_params=n, teacher_linear=linear, teacher_linear_ci=_linear_ci(law, n),
+        teacher_ratio=ratio,
+        teacher_ratio_ci=[c * n for c in law["ratio_ci"]] if law["ratio_ci"] else None,
+        target=linear if linear > 0 else ratio, basis="linear" if linear > 0 else "ratio",
+        extrapolation=_extrapolation(law["size_range"], n), size_unit=law["size_unit"],
+        ci_level=float(law.get("ci_level", 0.95)))
+    if linear <= 0:
+        rec.warnings.append(f"the linear law gives T* = {format_size(linear, si)} <= 0 here; "
+                            "ranking uses the proportional law")
+    if rec.extrapolation is not None:
+        lo, hi = law["size_range"]
+        side = f"above the largest ({format_size(hi, si)})" if n > hi else \
+            f"below the smallest ({format_size(lo, si)})"
+        rec.warnings.append(f"extrapolating: N is {rec.extrapolation:.3g}x {side} fitted "
+                            "student size")
+    if teachers:
+        rec.ranking = rank_teachers(teachers, rec.target)
+    return rec
+
+
+def rank_teachers(teachers: Sequence[float], target: float) -> list[tuple[float, float]]:
+    """Candidates sorted by distance in log-size |ln(T / target)|, closest first."""
+    ts = [float(t) for t in teachers]
+    if any(not math.isfinite(t) or t <= 0 for t in ts):
+        raise CapgapError(f"teacher sizes must be positive numbers, got {teachers}")
+    return sorted(((t, abs(math.log(t / target))) for t in ts), key=lambda p: (p[1], p[0]))
+
+
+def _linear_ci(law: Mapping[str, Any], n: float) -> list[float] | None:
+    """Percentile interval of a·N + b over the stored joint bootstrap replicates."""
+    boot = law.get("bootstrap") or {}
+    slope, intercept = boot.get("slope"), boot.get("intercept")
+    if not slope or not intercept or len(slope) != len(intercept):
+        return None
+    values = np.asarray(slope) * n + np.asarray(intercept)
+    return percentile_ci(values, float(law.get("ci_level", 0.95)))
+
+
+def _extrapolation(size_range: Sequence[float], n: float) -> float | None:
+    """How many times outside [smallest, largest] fitted student size N is; None inside."""
+    lo, hi = size_range
+    if n > hi * (1 + 1e-9):
+        return n / hi
+    if n < lo * (1 - 1e-9):
+        return lo / n
+    return None
