@@ -86,12 +86,13 @@ def _llama_like_info(config: PretrainedConfig, model_type: str) -> ArchInfo:
         bias = bool(getattr(config, "attention_bias", False))
         return ArchInfo("llama", model_type, qkv_bias=bias, o_bias=bias, mlp_bias=mlp_bias)
     if model_type == "qwen2":
-        # Trap: Qwen2 alternates full and sliding-window layers by `layer_types`. Layers are
-        # then not interchangeable (dropping one shifts which layers slide), so refuse.
+        # Trap: with use_sliding_window, Qwen2 picks each layer's attention by `layer_types`
+        # (layers >= max_window_layers slide). Layers are then not interchangeable (dropping
+        # one shifts which layers slide), so refuse rather than prune them as LLaMA layers.
         if "sliding_attention" in (getattr(config, "layer_types", None) or []):
             raise CapgapError(
-                "qwen2 config mixes sliding-window and full-attention layers "
-                "(use_sliding_window=true); capgap supports qwen2 only with full attention"
+                "qwen2 config has sliding-window layers (use_sliding_window=true); "
+                "capgap supports qwen2 only with full attention in every layer"
             )
         # Qwen2Attention hard-codes bias=True on q/k/v and bias=False on o_proj.
         return ArchInfo("llama", model_type, qkv_bias=True, o_bias=False, mlp_bias=False)

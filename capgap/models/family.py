@@ -99,8 +99,13 @@ class Family:
         for key, archs in _ONLY_FOR.items():
             if getattr(self.defaults, key) is not None and self.arch not in archs:
                 raise CapgapError(f"defaults.{key} applies to {'/'.join(archs)}, not {self.arch}")
-        if self.seq_len < 1 or self.vocab_size < 1:
-            raise CapgapError("seq_len and vocab_size must be positive")
+        d = self.defaults
+        positive = {"seq_len": self.seq_len, "vocab_size": self.vocab_size}
+        positive |= {f"defaults.{k}": getattr(d, k) for k in ("head_dim", "ffn_multiple_of")}
+        positive |= {"defaults.ffn_mult": d.ffn_mult, "defaults.kv_group": d.kv_group or 1}
+        for key, value in positive.items():
+            if value <= 0:
+                raise CapgapError(f"{key} must be positive, got {value}")
         if not self.sizes:
             raise CapgapError("sizes: at least one size is needed")
         names = [s.name for s in self.sizes]
@@ -125,8 +130,10 @@ class Family:
     def _resolve(self, s: SizeSpec) -> Dims:
         d = self.defaults
         where = f"sizes.{s.name}"
-        if s.hidden < 1 or s.layers < 1:
-            raise CapgapError(f"{where}: hidden and layers must be positive")
+        for key in ("hidden", "layers", "heads", "kv_heads", "ffn"):
+            value = getattr(s, key)
+            if value is not None and value < 1:
+                raise CapgapError(f"{where}.{key} must be positive, got {value}")
         if s.heads is None and s.hidden % d.head_dim:
             raise CapgapError(f"{where}: hidden {s.hidden} not divisible by head_dim {d.head_dim}")
         heads = s.heads or s.hidden // d.head_dim
@@ -171,7 +178,11 @@ class Family:
         (GPT-2's 50256 would be out of range of a 4096-token vocabulary).
         """
         dims = self.dims(size_name)
-        ids = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
+        ids = {
+            "bos_token_id": bos_token_id,
+            "eos_token_id": eos_token_id,
+            "pad_token_id": pad_token_id,
+        }
         vocab = vocab_size or self.vocab_size
         for key, value in ids.items():
             if value is not None and not 0 <= value < vocab:

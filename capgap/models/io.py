@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,15 @@ WEIGHT_FILES = (
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 _GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 # Errors a broken or foreign checkpoint raises inside transformers / safetensors / torch.
-_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError, SafetensorError)
+_LOAD_ERRORS = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    KeyError,
+    EOFError,
+    SafetensorError,
+    pickle.UnpicklingError,
+)
 
 
 def _first_line(e: BaseException) -> str:
@@ -181,7 +190,9 @@ def load_tokenizer(
     except _LOAD_ERRORS as e:
         if not required and local is None:
             return None
-        raise CapgapError(f"cannot load the tokenizer of {path_or_name} ({_first_line(e)})") from None
+        raise CapgapError(
+            f"cannot load the tokenizer of {path_or_name} ({_first_line(e)})"
+        ) from None
     if len(tokenizer) == 0:
         raise CapgapError(f"the tokenizer of {path_or_name} loaded with an empty vocabulary")
     return tokenizer

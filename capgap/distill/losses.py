@@ -1,0 +1,306 @@
+"""Token-level distillation objectives on logits.
+
+The objective (paper, section 3) for every valid next-token position::
+
+    loss = alpha * CE(student, labels) + (1 - alpha) * s * D(teacher || student) at temperature tau
+
+with ``alpha = 0.5``, ``tau = 1`` and ``D = soft_ce`` by default, ``s = tau**2`` (Hinton's scaling,
+keeps the KD gradient magnitude independent of ``tau``; switch off with ``scale_kd_by_t2=False``;
+it makes no difference at the paper's ``tau = 1``). CE always uses the plain logits (``tau = 1``).
+
+Notation used below: ``p`` is the *teacher* distribution, ``q`` the *student* one, both
+``softmax(logits / tau)`` over the whole vocabulary.
+
+Divergences are small functions ``(student_logits [N, V], teacher_logits [N, V], **kw) -> [N]``,
+registered by name (lm-eval-harness style) so configs can name them:
+
+* ``soft_ce``:          -sum p log q                  (= forward KL + H(p); the paper's choice)
+* ``forward_kl``:        sum p (log p - log q)
+* ``reverse_kl``:        sum q (log q - log p)
+* ``jsd``:               beta KL(p || m) + (1 - beta) KL(q || m),  m = beta p + (1 - beta) q,
+                         beta in (0, 1), default 0.5 (the symmetric JSD).
+* ``skew_forward_kl``:   KL(p || skew p + (1 - skew) q),   skew in [0, 1), default 0.1 (DistiLLM)
+* ``skew_reverse_kl``:   KL(q || skew q + (1 - skew) p),   skew in [0, 1), default 0.1 (DistiLLM)
+* ``tv``:                0.5 sum |p - q|
+
+All are computed in fp32 from ``log_softmax``; mixtures use ``logaddexp`` in log space, so finite
+logits never produce ``log(0)``.
+
+Shift convention (done once, in :func:`shift_and_flatten`): a Hugging Face causal LM predicts
+token ``t + 1`` from position ``t``, so users pass ``labels = input_ids`` and row ``t`` of the
+logits / hidden states is scored against ``labels[:, t + 1]``. Everything is normalised by the
+number of valid predicted tokens, never by ``B * T``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from capgap.errors import CapgapError
+
+IGNORE_INDEX = -100
+
+Divergence = Callable[..., Tensor]
+"""``(student_logits [N, V], teacher_logits [N, V], **kwargs) -> per-token values [N]``."""
+
+_DIVERGENCES: dict[str, Divergence] = {}
+
+
+def register_divergence(*names: str) -> Callable[[Divergence], Divergence]:
+    """Decorator registering a divergence under one or more names."""
+
+    def deco(fn: Divergence) -> Divergence:
+        for name in names:
+            if name in _DIVERGENCES and _DIVERGENCES[name] is not fn:
+                raise ValueError(f"divergence {name!r} is already registered")
+            _DIVERGENCES[name] = fn
+        return fn
+
+    return deco
+
+
+def list_divergences() -> list[str]:
+    """Registered divergence names, sorted."""
+    return sorted(_DIVERGENCES)
+
+
+def get_divergence(name: str) -> Divergence:
+    """The divergence registered as ``name``; :class:`CapgapError` listing the names otherwise."""
+    try:
+        return _DIVERGENCES[name]
+    except KeyError:
+        raise CapgapError(
+            f"unknown divergence {name!r}; choose one of: {', '.join(list_divergences())}"
+        ) from None
+
+
+def _log_probs(student_logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """fp32 log-softmax of both: (log q [N, V], log p [N, V])."""
+    return (
+        F.log_softmax(student_logits.float(), dim=-1),
+        F.log_softmax(teacher_logits.float(), dim=-1),
+    )
+
+
+def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
+    """KL(a || b) per row from log-probabilities [N, V] -> [N]."""
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+def _log_mix(log_a: Tensor, log_b: Tensor, w: float) -> Tensor:
+    """log(w a + (1 - w) b) in log space [N, V]; w in [0, 1)."""
+    log_w = math.log(w) if w > 0 else -math.inf
+    # logaddexp(-inf, x) == x with a finite gradient, so w == 0 is safe.
+    return torch.logaddexp(log_a + log_w, log_b + math.log1p(-w))
+
+
+def _check_open_unit(name: str, value: float, low_closed: bool = False) -> None:
+    ok = (0.0 <= value < 1.0) if low_closed else (0.0 < value < 1.0)
+    if not ok:
+        interval = "[0, 1)" if low_closed else "(0, 1)"
+        raise CapgapError(f"{name} must be in {interval}, got {value}")
+
+
+@register_divergence("soft_ce")
+def soft_ce(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """-sum p log q: cross-entropy to the teacher distribution (forward KL + teacher entropy)."""
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    return -(log_p.exp() * log_q).sum(-1)
+
+
+@register_divergence("forward_kl")
+def forward_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """KL(p || q), mass-covering; same student gradient as ``soft_ce``."""
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    return _kl(log_p, log_q)
+
+
+@register_divergence("reverse_kl")
+def reverse_kl(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """KL(q || p), mode-seeking."""
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    return _kl(log_q, log_p)
+
+
+@register_divergence("jsd")
+def jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float = 0.5) -> Tensor:
+    """Generalised JSD: beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q.
+
+    This is TRL GKD's ``generalized_jsd_loss`` (GKD paper eq. 1 with P = teacher, Q = student;
+    TRL mixes ``student + log(1 - beta)`` with ``teacher + log(beta)``). Near beta -> 0 it
+    behaves like ``beta * KL(p || q)`` and near beta -> 1 like ``(1 - beta) * KL(q || p)``;
+    at the endpoints it is identically 0, so (unlike TRL, which swaps in unscaled forward /
+    reverse KL there) beta must be in (0, 1): use ``forward_kl`` / ``reverse_kl`` instead.
+    """
+    _check_open_unit("jsd beta", beta)
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    log_m = _log_mix(log_p, log_q, beta)  # [N, V]
+    return beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
+
+
+@register_divergence("skew_forward_kl")
+def skew_forward_kl(student_logits: Tensor, teacher_logits: Tensor, skew: float = 0.1) -> Tensor:
+    """DistiLLM's skew KL: KL(p || skew p + (1 - skew) q); skew = 0 is forward KL.
+
+    DistiLLM's code drops the teacher-entropy term (same gradient); this is the true KL, >= 0.
+    """
+    _check_open_unit("skew_forward_kl skew", skew, low_closed=True)
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    return _kl(log_p, _log_mix(log_p, log_q, skew))
+
+
+@register_divergence("skew_reverse_kl")
+def skew_reverse_kl(student_logits: Tensor, teacher_logits: Tensor, skew: float = 0.1) -> Tensor:
+    """DistiLLM's skew reverse KL: KL(q || skew q + (1 - skew) p); skew = 0 is reverse KL."""
+    _check_open_unit("skew_reverse_kl skew", skew, low_closed=True)
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    return _kl(log_q, _log_mix(log_q, log_p, skew))
+
+
+@register_divergence("tv")
+def total_variation(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Total variation distance 0.5 sum |p - q|, in [0, 1]."""
+    log_q, log_p = _log_probs(student_logits, teacher_logits)
+    return 0.5 * (log_p.exp() - log_q.exp()).abs().sum(-1)
+
+
+def _check_kwargs(name: str, fn: Divergence, kwargs: Mapping[str, Any]) -> None:
+    """Unknown keyword arguments for a divergence are a user error, not a TypeError."""
+    params = list(inspect.signature(fn).parameters)[2:]
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        allowed = ", ".join(params) or "none"
+        raise CapgapError(
+            f"divergence {name!r} takes no argument(s) {', '.join(unknown)} (accepted: {allowed})"
+        )
+
+
+@dataclass(frozen=True)
+class KDObjective:
+    """alpha * CE + (1 - alpha) * s * D at temperature tau, as per-chunk sums.
+
+    Chunked callers add :meth:`sums` over chunks of rows and divide once by the total number of
+    valid tokens (:meth:`combine`), so the result does not depend on the chunking.
+    """
+
+    alpha: float = 0.5
+    temperature: float = 1.0
+    divergence: str = "soft_ce"
+    div_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    scale_kd_by_t2: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise CapgapError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not self.temperature > 0:
+            raise CapgapError(f"temperature must be > 0, got {self.temperature}")
+        _check_kwargs(self.divergence, get_divergence(self.divergence), self.div_kwargs)
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.alpha < 1.0
+
+    @property
+    def kd_scale(self) -> float:
+        return self.temperature**2 if self.scale_kd_by_t2 else 1.0
+
+    def sums(
+        self, student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """(sum of CE, sum of scaled D) over rows; logits [N, V] any dtype, targets [N]."""
+        ce = F.cross_entropy(student_logits.float(), targets, reduction="sum")
+        if not self.needs_teacher or teacher_logits is None:
+            return ce, None
+        s_logits, t_logits = student_logits.float(), teacher_logits.float()
+        if self.temperature != 1.0:
+            s_logits, t_logits = s_logits / self.temperature, t_logits / self.temperature
+        d = get_divergence(self.divergence)(s_logits, t_logits, **self.div_kwargs)  # [N]
+        return ce, self.kd_scale * d.sum()
+
+    def combine(self, ce_sum: Tensor, kd_sum: Tensor | None, n_tokens: int) -> Tensor:
+        """The loss from sums: (alpha CE + (1 - alpha) KD) / max(n_tokens, 1)."""
+        denom = max(n_tokens, 1)  # no valid token: loss 0, not NaN
+        loss = ce_sum * (self.alpha / denom)
+        if kd_sum is not None and self.alpha < 1.0:
+            loss = loss + kd_sum * ((1.0 - self.alpha) / denom)
+        return loss
+
+
+def valid_next_token_mask(
+    labels: Tensor, attention_mask: Tensor | None = None, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
+    """Which positions t in [0, T-1) are scored against labels[:, t + 1]: [B, T - 1] bool.
+
+    Excluded: targets equal to ``ignore_index`` and, with an attention mask, rows whose target
+    *or* input position is padding (a left-padded row's first real token is not predicted,
+    exactly as for an unpadded sequence).
+    """
+    valid = labels[:, 1:] != ignore_index  # [B, T-1]
+    if attention_mask is not None:
+        if attention_mask.shape != labels.shape:
+            raise CapgapError(
+                f"attention_mask shape {tuple(attention_mask.shape)} != labels shape {tuple(labels.shape)}"
+            )
+        am = attention_mask.bool()
+        valid = valid & am[:, 1:] & am[:, :-1]
+    return valid
+
+
+def shift_and_flatten(
+    x: Tensor,
+    labels: Tensor,
+    attention_mask: Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[Tensor, Tensor]:
+    """Align per-position rows with their next-token targets, keeping valid ones only.
+
+    x: [B, T, D] (hidden states or logits); labels: [B, T] (usually ``input_ids``).
+    Returns rows [N, D] and targets [N], N = number of valid predicted tokens.
+    """
+    if x.shape[:2] != labels.shape:
+        raise CapgapError(
+            f"labels shape {tuple(labels.shape)} does not match inputs {tuple(x.shape[:2])}"
+        )
+    valid = valid_next_token_mask(labels, attention_mask, ignore_index)  # [B, T-1]
+    return x[:, :-1][valid], labels[:, 1:][valid]  # [N, D], [N]
+
+
+def distill_loss_from_logits(
+    student_logits: Tensor,
+    teacher_logits: Tensor | None,
+    labels: Tensor,
+    attention_mask: Tensor | None = None,
+    objective: KDObjective | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[Tensor, Tensor, Tensor | None, int]:
+    """The objective on full logits [B, T, V]: (loss, ce, kd, n_tokens); ce / kd detached means.
+
+    The straightforward version: both [B, T, V] tensors must exist. For training use
+    :func:`capgap.distill.distill_loss`, which never builds them.
+    """
+    objective = objective or KDObjective()
+    s_rows, targets = shift_and_flatten(student_logits, labels, attention_mask, ignore_index)
+    t_rows = None
+    if objective.needs_teacher:
+        if teacher_logits is None:
+            raise CapgapError(f"alpha={objective.alpha} < 1 needs teacher logits")
+        if teacher_logits.shape != student_logits.shape:
+            raise CapgapError(
+                f"teacher logits {tuple(teacher_logits.shape)} != student logits "
+                f"{tuple(student_logits.shape)}: teacher and student must share a vocabulary"
+            )
+        t_rows, _ = shift_and_flatten(teacher_logits, labels, attention_mask, ignore_index)
+    n = int(targets.numel())
+    ce_sum, kd_sum = objective.sums(s_rows, t_rows, targets)
+    loss = objective.combine(ce_sum, kd_sum, n)
+    denom = max(n, 1)
+    kd = None if kd_sum is None else kd_sum.detach() / denom
+    return loss, ce_sum.detach() / denom, kd, n

@@ -1,0 +1,49 @@
+"""Load and save whatever a capgap stage produced: HF folders, pruned models, run folders.
+
+Stages hand models to each other by path. A path may be a standard HF checkpoint, a
+global-allocation pruned model (``capgap_pruning.json``: per-layer shapes no vanilla config
+can express), or a finished capgap run folder whose artefact lives in ``model/``. These two
+functions hide that difference so no stage has to care.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+PRUNING_META = "capgap_pruning.json"
+
+
+def resolve_model_path(path_or_name: str | Path) -> str:
+    """A run folder resolves to its ``model/``; anything else is returned unchanged."""
+    path = Path(path_or_name)
+    if path.is_dir() and not (path / "config.json").exists() and (path / "model").is_dir():
+        return str(path / "model")
+    return str(path_or_name)
+
+
+def load_any_model(path_or_name: str | Path, dtype: Any = None) -> tuple[nn.Module, Any]:
+    """(model, tokenizer) from an HF folder/hub name, a pruned model, or a run folder."""
+    target = resolve_model_path(path_or_name)
+    if (Path(target) / PRUNING_META).exists():
+        from capgap.prune import load_pruned
+
+        model, tokenizer = load_pruned(target)
+        return (model.to(dtype) if dtype is not None else model), tokenizer
+    from capgap.models.io import load_model
+
+    return load_model(target, dtype=dtype)
+
+
+def save_any_model(model: nn.Module, tokenizer: Any, out_dir: str | Path,
+                   overwrite: bool = False) -> Path:
+    """Save ``model`` in the format that reloads it exactly (see module docstring)."""
+    if getattr(model, "capgap_pruning", None) is not None:
+        from capgap.prune import save_pruned
+
+        return save_pruned(model, tokenizer, out_dir, export="auto", overwrite=overwrite)
+    from capgap.models.io import save_model
+
+    return save_model(model, tokenizer, out_dir, overwrite=overwrite)
