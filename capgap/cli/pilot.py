@@ -1,33 +1,37 @@
-"""capgap pilot: the main job on the embedded default."""
+"""capgap pilot: the main job on the embedded default — teachers, sweep, law, report."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
-from capgap.cli.common import add_config_flags, load_stage_config, table
-from capgap.cli.pretrain import COLUMNS
+from capgap.cli.common import add_config_flags, load_stage_config
+from capgap.cli.sweep import add_sweep_flags, describe_summary
 
-HELP = "the main job: pretrain and evaluate the default micro family (resumable)"
+HELP = ("the main job: pretrain the default micro family, sweep teacher x student, fit the "
+        "law, write the report (re-running resumes; --preset large goes further)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_config_flags(p, "pretrain")
+    add_config_flags(p, "sweep")
+    add_sweep_flags(p)
     p.add_argument("--out", type=Path, default=Path("runs/pilot"),
                    help="output folder (default: runs/pilot); re-running resumes it")
-    p.add_argument("--overwrite", action="store_true", help="start again from scratch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete --out and start again from scratch")
 
 
 def run(args: argparse.Namespace) -> int:
-    from capgap.train.pretrain import PretrainConfig, pretrain
+    from capgap.report import build_report, summary_table
+    from capgap.sweep import SweepConfig, run_sweep
 
-    cfg = load_stage_config(PretrainConfig, "pretrain", args, default_preset="pythia-micro")
-    teachers = args.out / "teachers"
-    results = pretrain(cfg, teachers, resume=not args.overwrite, overwrite=args.overwrite)
-    rows = [r.to_dict() for r in results]
-    print(f"\nteacher family {cfg.family}: held-out loss on the validation split")
-    print(table(rows, COLUMNS))
-    losses = [r.val_loss for r in results]
-    falls = all(b < a for a, b in zip(losses, losses[1:], strict=False))
-    print("validation loss falls with every step up in size: " + ("yes" if falls else "NO"))
-    return 0
+    cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")
+    if args.overwrite and args.out.exists():
+        shutil.rmtree(args.out)
+    summary = run_sweep(cfg, args.out, workers=args.workers, backend=args.backend,
+                        progress=not args.no_progress)
+    print(summary_table(args.out))
+    print(describe_summary(summary))
+    print(f"report: {build_report(args.out)}")
+    return 0 if summary.failed == 0 else 1

@@ -1,0 +1,155 @@
+"""``capgap prune MODEL --sparsity P --out DIR``: a physically smaller student of MODEL.
+
+Scores heads, FFN neurons, hidden dims and layers on calibration text (or reuses saved
+scores), allocates to the requested size, slices the weights and writes the student with
+``prune_report.json``. Everything is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from capgap.errors import CapgapError
+
+HELP = "prune a model to a sparsity or a parameter count (heads, neurons, hidden width, layers)"
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9}
+
+
+def parse_count(text: str) -> int:
+    """'45e6', '45M', '1.2B' or '45000000' -> int."""
+    t = str(text).strip().lower().replace("_", "").replace(",", "")
+    scale = _SUFFIX.get(t[-1:], 1.0)
+    try:
+        value = float(t[:-1] if t[-1:] in _SUFFIX else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a parameter count: {text!r} (e.g. 45e6, 45M)") from None
+    return int(round(value))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model folder, run folder or hub name (gpt2, gpt_neox, llama layouts)")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--sparsity", type=float, help="fraction of total params to remove, in [0, 1)")
+    size.add_argument("--target-params", type=parse_count, metavar="N",
+                      help="student size in total params (e.g. 45M); lands within 1 %%")
+    p.add_argument("--out", required=True, type=Path, help="output folder for the student")
+    p.add_argument("--allocation", choices=("global", "uniform"), default="global",
+                   help="global: heads/neurons ranked across layers (paper's pilot; capgap format); "
+                   "uniform: same counts per layer (MiniMA; vanilla HF checkpoint)")
+    p.add_argument("--multiple", type=int, default=1,
+                   help="round kept hidden dims and FFN neurons to a multiple (8 or 64 for GPU shapes)")
+    p.add_argument("--drop-layers", type=int, default=0, metavar="K",
+                   help="depth pruning: with --drop-rule symmetric drop K bottom and K top layers "
+                   "(MiniMA), with score the K layers of lowest layer-mask score")
+    p.add_argument("--drop-rule", choices=("symmetric", "score"), default="symmetric")
+    p.add_argument("--drop-layer-ids", help="comma-separated layer ids to drop (overrides --drop-layers)")
+    p.add_argument("--scores", type=Path, help="reuse scores saved by an earlier run (DIR/scores)")
+    p.add_argument("--scorer", choices=("gradient", "magnitude", "random"), default="gradient",
+                   help="gradient: mean |dL/dmask| on calibration text (the paper); magnitude, "
+                   "random: data-free baselines for ablations")
+    p.add_argument("--calib-tokens", type=parse_count, default=65536,
+                   help="calibration tokens for scoring (default 65536)")
+    p.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default 8)")
+    p.add_argument("--seq-len", type=int, help="calibration sequence length (default: model context, max 512)")
+    p.add_argument("--corpus", help="calibration text (default: the embedded corpus, training split)")
+    p.add_argument("--seed", type=int, default=0, help="calibration batch order")
+    p.add_argument("--export", choices=("auto", "capgap", "vanilla"), default="auto",
+                   help="auto: vanilla for uniform, capgap format for global; vanilla: always a "
+                   "vanilla checkpoint (per-layer shapes zero-padded, same logits)")
+    p.add_argument("--device", default="cpu", help="device for scoring and slicing (cpu, cuda)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Everything that can be refused without loading the model (nothing is written)."""
+    if args.sparsity is not None and not 0.0 <= args.sparsity < 1.0:
+        raise CapgapError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    if args.target_params is not None and args.target_params <= 0:
+        raise CapgapError(f"--target-params must be positive, got {args.target_params}")
+    if args.multiple < 1:
+        raise CapgapError(f"--multiple must be a positive integer, got {args.multiple}")
+    if args.out.exists() and not args.overwrite:
+        raise CapgapError(f"{args.out} exists; pass --overwrite to replace it")
+    if args.batch_size < 1 or (args.seq_len is not None and args.seq_len < 2):
+        raise CapgapError("--batch-size must be >= 1 and --seq-len >= 2")
+    if args.scores is not None and not (args.scores / "scores.json").is_file():
+        raise CapgapError(f"no scores at {args.scores} (expected scores.json and scores.safetensors)")
+
+
+def _drop(args: argparse.Namespace) -> int | list[int] | None:
+    if args.drop_layer_ids:
+        try:
+            return [int(x) for x in args.drop_layer_ids.split(",") if x.strip()]
+        except ValueError:
+            raise CapgapError(f"--drop-layer-ids must be comma-separated integers, got {args.drop_layer_ids!r}") from None
+    return args.drop_layers or None
+
+
+def calibration_batches(model, tokenizer, args: argparse.Namespace) -> list:  # noqa: ANN001
+    """Training-split windows of the corpus, tokenised with the model's own tokenizer."""
+    import math
+
+    from capgap.data import PackedLoader, TokenStore, load_corpus
+    from capgap.evaluate.heldout import model_context
+
+    if tokenizer is None:
+        raise CapgapError(f"{args.model} has no tokenizer to tokenise calibration text; pass --scores")
+    store = TokenStore.build_or_load(load_corpus(args.corpus), tokenizer)
+    seq_len = args.seq_len or model_context(model, default=512)
+    loader = PackedLoader(store.train, seq_len=seq_len, batch_size=args.batch_size, seed=args.seed)
+    if args.calib_tokens < loader.tokens_per_step:
+        raise CapgapError(
+            f"--calib-tokens {args.calib_tokens} is smaller than one batch "
+            f"({args.batch_size} x {seq_len} = {loader.tokens_per_step} tokens)"
+        )
+    return [loader.batch(i) for i in range(math.ceil(args.calib_tokens / loader.tokens_per_step))]
+
+
+def run(args: argparse.Namespace) -> int:
+    from capgap.cli.common import print_json
+    from capgap.models.anymodel import load_any_model
+    from capgap.prune import Scores, baseline_scores, prune, save_pruned, score
+    from capgap.prune.api import check
+
+    _check_flags(args)
+    start = time.perf_counter()
+    model, tokenizer = load_any_model(args.model)
+    settings = {"sparsity": args.sparsity, "target_params": args.target_params, "allocation": args.allocation,
+                "multiple": args.multiple, "drop_layers": _drop(args), "drop_rule": args.drop_rule}
+    check(model, **settings)  # refuse impossible sizes before the calibration pass
+    model.to(args.device)
+    if args.scores is not None:
+        scores = Scores.load(args.scores)
+    elif args.scorer != "gradient":
+        scores = baseline_scores(model, args.scorer, seed=args.seed)
+    else:
+        scores = score(model, calibration_batches(model, tokenizer, args), tokens=args.calib_tokens, progress=True)
+    result = prune(model, scores, **settings, inplace=True)  # the teacher is not needed afterwards
+    result.report["source_model"] = str(args.model)
+    result.report["scores_from"] = str(args.scores) if args.scores else f"{args.scorer} (saved in scores/)"
+    result.report["seconds"]["total"] = round(time.perf_counter() - start, 2)
+    result.model.to("cpu")
+    save_pruned(result, tokenizer, args.out, export=args.export, overwrite=args.overwrite,
+                scores=None if args.scores else scores)
+    report = json.loads((args.out / "prune_report.json").read_text())
+    if args.json:
+        print_json(report)
+    else:
+        print(_summary(report, args.out))
+    return 0
+
+
+def _summary(r: dict, out: Path) -> str:
+    bind = f"; bound by {r['binding_constraint']}" if r["binding_constraint"] else ""
+    return (
+        f"pruned {r['params_before'] / 1e6:.2f}M -> {r['params_after'] / 1e6:.2f}M params "
+        f"(sparsity {r['achieved_sparsity']:.3f}, target {r['target_sparsity']:.3f}{bind}); "
+        f"{r['allocation']}: {len(r['layers_kept'])}/{r['layers_before']} layers, hidden "
+        f"{r['hidden_kept']}/{r['hidden_before']}, heads {sum(r['heads_kept_per_layer'])}/"
+        f"{r['heads_per_layer_before'] * r['layers_before']}, neurons {sum(r['neurons_kept_per_layer'])}/"
+        f"{r['neurons_per_layer_before'] * r['layers_before']} -> {out} ({r['export']['format']} format)"
+    )

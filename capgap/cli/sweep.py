@@ -1,0 +1,63 @@
+"""capgap sweep: the teacher × student grid, thin over :func:`capgap.sweep.run_sweep`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from capgap.cli.common import add_config_flags, print_json
+
+if TYPE_CHECKING:
+    from capgap.sweep import SweepSummary
+
+HELP = "run the teacher x student sweep (prune, distil, baseline, evaluate; re-run resumes)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_flags(p, "sweep")
+    add_sweep_flags(p)
+    p.add_argument("--out", required=True, help="sweep folder (re-running the same command "
+                   "skips finished cells and redoes broken ones)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def add_sweep_flags(p: argparse.ArgumentParser) -> None:
+    """--workers / --backend / --resume, shared with ``capgap pilot``."""
+    p.add_argument("--workers", type=int, default=1,
+                   help="cells run at once; each gets cores / N torch threads (default 1)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local worker processes (default) or Ray tasks (pip install ray)")
+    p.add_argument("--resume", action="store_true",
+                   help="accepted for symmetry: a sweep always resumes what its folder holds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from capgap.cli.common import load_stage_config
+    from capgap.report import summary_table
+    from capgap.sweep import SweepConfig, run_sweep
+
+    cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")
+    summary = run_sweep(cfg, Path(args.out), workers=args.workers, backend=args.backend,
+                        progress=not args.no_progress)
+    if args.json:
+        print_json(summary.to_dict())
+        return 0 if summary.failed == 0 else 1
+    print(describe_summary(summary))
+    print(summary_table(summary.out))
+    return 0 if summary.failed == 0 else 1
+
+
+def describe_summary(s: SweepSummary) -> str:
+    """Two lines: what this invocation did, and the law it ended with."""
+    law = s.law
+    status = law.get("status")
+    line = (f"sweep {s.out}: {s.cells} cells, {s.skipped} already done, "
+            f"{s.ran} ran, {s.failed} failed in {s.seconds:.0f} s")
+    if status == "ok":
+        lawline = f"law: T* = {law['slope']:.3g}·S + {law['intercept']:.3g} (R² {law.get('r2')})"
+    else:
+        lawline = f"law: {status} — {law.get('reason', '')}"
+    return f"{line}\n{lawline} (law.json)"

@@ -1,0 +1,172 @@
+"""Mask variables on an unmodified transformers model, attached with hooks.
+
+Four masks, all ones by default (then the model computes exactly what it did before):
+
+* ξ ``heads``   (L, G)  one per attention head, or per key/value group under GQA (a KV head
+  and the query heads sharing it stand or fall together). transformers 5 has no
+  ``head_mask`` argument, so ξ scales the *input* of the attention output projection,
+  viewed as (..., heads, head_dim).
+* ν ``neurons`` (L, F)  scales the input of the FFN down projection.
+* μ ``hidden``  (D,)    one vector shared by all layers. It multiplies every write into the
+  residual stream (embedding outputs, attention and FFN output projections) and the output
+  of every norm (per-layer norms and the final norm).
+* λ ``layers``  (L,)    scales both residual writes of a layer: λ_l = 0 turns the layer into
+  the identity. Its gradient is the first-order estimate of the loss change from dropping
+  the layer, which is how layers are scored for depth pruning.
+
+Hard-mask semantics (the reference a materialised model must reproduce):
+
+* Norms compute their statistics over the dims where μ ≠ 0 only and output exactly zero
+  elsewhere (a LayerNorm bias must not leak into pruned dims), as the paper's code does.
+  With μ all non-zero this is the ordinary norm.
+* A layer whose ξ are all exactly zero contributes nothing from attention: the output
+  projection's bias is dropped as well (the materialised model has no such module). The
+  same holds for ν and the FFN.
+
+The zero pattern of μ, ξ and ν is read when the hooks are attached (:func:`attach`); change
+mask *values* freely, but re-attach after changing which entries are zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from capgap.prune.adapters import Adapter, Geometry, adapter_for, norm_eps, require_unpruned
+
+
+@dataclass
+class MaskSet:
+    """ξ (L, G), ν (L, F), μ (D,), λ (L,) as float32 tensors."""
+
+    heads: torch.Tensor
+    neurons: torch.Tensor
+    hidden: torch.Tensor
+    layers: torch.Tensor
+
+    @classmethod
+    def ones(cls, geo: Geometry, requires_grad: bool = False, device: torch.device | str = "cpu") -> MaskSet:
+        def one(*shape: int) -> torch.Tensor:
+            return torch.ones(*shape, device=device, requires_grad=requires_grad)
+
+        return cls(
+            one(geo.n_layers, geo.n_kv), one(geo.n_layers, geo.ffn), one(geo.hidden), one(geo.n_layers)
+        )
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"heads": self.heads, "neurons": self.neurons, "hidden": self.hidden, "layers": self.layers}
+
+
+class MaskHandle:
+    """Hooks attaching a :class:`MaskSet` to a model; ``remove()`` (or ``with``) detaches them."""
+
+    def __init__(self, model: nn.Module, masks: MaskSet, adapter: Adapter | None = None) -> None:
+        require_unpruned(model)
+        self.model = model
+        self.masks = masks
+        self.adapter = adapter or adapter_for(model)
+        self.geo = self.adapter.geometry(model)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._read_zero_pattern()
+        self._attach()
+
+    def _read_zero_pattern(self) -> None:
+        m = self.masks
+        nz = (m.hidden != 0).nonzero().flatten()
+        # None: all dims kept -> ordinary norms (fast path used while scoring)
+        self.hidden_idx = None if nz.numel() == m.hidden.numel() else nz
+        self.attn_alive = (m.heads != 0).any(dim=1).tolist()
+        self.mlp_alive = (m.neurons != 0).any(dim=1).tolist()
+
+    def _hook(self, module: nn.Module, fn, pre: bool = False) -> None:  # noqa: ANN001
+        if pre:
+            self._handles.append(module.register_forward_pre_hook(fn))
+        else:
+            self._handles.append(module.register_forward_hook(fn))
+
+    def _attach(self) -> None:
+        a = self.adapter
+        for name in a.embeddings:
+            self._hook(self.model.get_submodule(name), self._write_hook(None, True))
+        for i, layer in enumerate(a.layer_list(self.model)):
+            attn_out, mlp_out = layer.get_submodule(a.attn_out), layer.get_submodule(a.mlp_out)
+            self._hook(attn_out, self._heads_pre_hook(i), pre=True)
+            self._hook(attn_out, self._write_hook(i, self.attn_alive[i]))
+            self._hook(mlp_out, self._neurons_pre_hook(i), pre=True)
+            self._hook(mlp_out, self._write_hook(i, self.mlp_alive[i]))
+            for norm in a.norms:
+                self._hook(layer.get_submodule(norm), self._norm_hook)
+        self._hook(self.model.get_submodule(a.final_norm), self._norm_hook)
+
+    def _heads_pre_hook(self, i: int):  # noqa: ANN202
+        r, hd = self.geo.group_size, self.geo.head_dim
+
+        def hook(module: nn.Module, args: tuple):  # noqa: ANN202
+            x = args[0]  # (B, T, heads * head_dim)
+            xi = self.masks.heads[i].to(x.device, x.dtype).repeat_interleave(r)  # (heads,)
+            x = (x.unflatten(-1, (-1, hd)) * xi[:, None]).flatten(-2)
+            return (x, *args[1:])
+
+        return hook
+
+    def _neurons_pre_hook(self, i: int):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple):  # noqa: ANN202
+            x = args[0]  # (B, T, ffn)
+            return (x * self.masks.neurons[i].to(x.device, x.dtype), *args[1:])
+
+        return hook
+
+    def _write_hook(self, i: int | None, alive: bool):  # noqa: ANN202
+        """Residual write: output * μ (* λ_i), or zero when the sub-block kept nothing."""
+
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            scale = self.masks.hidden.to(out.device, out.dtype)
+            if i is not None:
+                scale = scale * self.masks.layers[i].to(out.device, out.dtype)
+            if not alive:
+                scale = scale * 0.0  # trap: keeps the bias of an emptied block from leaking
+            return out * scale
+
+        return hook
+
+    def _norm_hook(self, module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        mu = self.masks.hidden.to(out.device, out.dtype)
+        if self.hidden_idx is None:
+            return out * mu
+        return masked_norm(module, args[0], self.hidden_idx, self.adapter.norm_kind) * mu
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> MaskHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def masked_norm(module: nn.Module, x: torch.Tensor, idx: torch.Tensor, kind: str) -> torch.Tensor:
+    """The norm over the kept dims ``idx`` only; exactly zero in the other dims."""
+    idx = idx.to(x.device)
+    x_kept = x.index_select(-1, idx)  # (B, T, d)
+    bias = getattr(module, "bias", None)
+    if kind == "layernorm":
+        y = F.layer_norm(
+            x_kept, (idx.numel(),), module.weight[idx], None if bias is None else bias[idx], norm_eps(module)
+        )
+    else:  # RMSNorm, computed as LlamaRMSNorm does (fp32 statistics)
+        xf = x_kept.to(torch.float32)
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm_eps(module))
+        y = module.weight[idx] * xf.to(x.dtype)
+    out = x.new_zeros(*x.shape[:-1], x.shape[-1])
+    return out.index_copy(-1, idx, y.to(out.dtype))
+
+
+def attach(model: nn.Module, masks: MaskSet, adapter: Adapter | None = None) -> MaskHandle:
+    """Attach ``masks`` to ``model`` with hooks (no model source is copied or edited)."""
+    return MaskHandle(model, masks, adapter)

@@ -1,0 +1,402 @@
+"""Slice weights into a genuinely smaller model, save it, load it, export it zero-padded.
+
+Materialising (:func:`materialize`) copies the model *structure* (weights are never copied
+in full), then replaces every parameter by the rows/columns the plan keeps, drops layers,
+and fixes the few attributes transformers derives at construction (adapter). The result is
+the model class you started from, with standard transformers modules, only smaller.
+
+Two output formats (see ``capgap/prune/README.md``):
+
+* ``vanilla`` — a uniform plan is an ordinary HF checkpoint (``save_pretrained``);
+  ``AutoModelForCausalLM.from_pretrained`` loads it anywhere.
+* ``capgap`` — a global plan keeps different head/neuron counts per layer, which no vanilla
+  config expresses. We save ``config.json`` (the vanilla config of the exact zero-padded
+  equivalent below, so AutoConfig/AutoTokenizer can read the folder),
+  ``capgap_model.safetensors`` (the small weights; a different name so vanilla model
+  loaders fail loudly instead of mis-loading) and ``capgap_pruning.json`` (base config,
+  per-layer kept counts and the kept indices in the original numbering).
+  :func:`load_pruned` rebuilds by constructing the *vanilla* base model on the meta device,
+  shrinking it with the same code, and loading the weights — no custom modeling code, no
+  ``trust_remote_code``; the result works with lm-eval's ``HFLM(pretrained=model)``.
+
+:func:`export_vanilla` turns any pruned model into an exact vanilla checkpoint by
+zero-padding every layer to the largest kept count (same logits, larger shapes):
+padded heads have zero q/k/v rows and zero output-projection columns (softmax over a
+zero query is uniform, times zero weights is zero); padded neurons have zero input rows and
+zero output columns. When the vanilla config also needs a wider hidden size (GPT-2/NeoX
+tie it to heads × head_dim; LLaMA needs hidden % heads == 0), the hidden dims are padded so
+the norms still see the kept statistics:
+  * RMSNorm: padded dims stay zero; the mean of squares over ``D'`` dims is ``d/D'`` of the
+    kept one, so norm weights are scaled by √(d/D') and the epsilon by d/D' (exact).
+  * LayerNorm: every residual write puts the *mean of its kept outputs* into the padded
+    dims (padded rows = mean of kept rows, linear, so it holds for the whole residual
+    stream). The mean over ``D'`` dims is then the kept mean, the variance is ``d/D'`` of
+    the kept one: weights × √(d/D'), epsilon × d/D', padded weight and bias zero (exact).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, PretrainedConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from capgap.errors import CapgapError
+from capgap.prune.adapters import (
+    Adapter,
+    Geometry,
+    adapter_for,
+    ceil_div,
+    head_index,
+    kind_size,
+    require_unpruned,
+)
+from capgap.prune.plan import Plan
+
+PRUNED_FORMAT = "capgap-pruned/1"
+WEIGHTS_NAME = "capgap_model.safetensors"
+META_NAME = "capgap_pruning.json"
+
+
+class EmptyAttention(nn.Module):
+    """Attention of a layer that kept no heads: it adds nothing to the residual stream.
+
+    It still registers an empty (0-head) entry in a KV cache so cache lengths stay right.
+    """
+
+    def __init__(self, layer_idx: int, head_dim: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.head_dim = head_dim
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
+        cache = kwargs.get("cache") or kwargs.get("layer_past") or kwargs.get("past_key_values")
+        if cache is not None and hasattr(cache, "update"):
+            b, t = hidden_states.shape[:2]
+            empty = hidden_states.new_zeros(b, 0, t, self.head_dim)  # (B, heads=0, T, hd)
+            cache.update(empty, empty, self.layer_idx)
+        return torch.zeros_like(hidden_states), None
+
+
+class EmptyMLP(nn.Module):
+    """FFN of a layer that kept no neurons: adds nothing (no bias either)."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
+def _indices(kinds: tuple, plan: Plan, pos: int | None, geo: Geometry) -> dict[str, torch.Tensor]:
+    idx = {"h": plan.hidden}
+    if pos is not None:
+        groups = plan.heads[pos]
+        idx["ffn"] = plan.neurons[pos]
+        for k in ("q", "kv", "qkv_cat", "qkv_int"):
+            if k in kinds:
+                idx[k] = head_index(k, groups, geo, geo.n_kv)
+    return idx
+
+
+def _take(t: torch.Tensor, kinds: tuple, idx: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Select the kept entries of every pruned axis of ``t``."""
+    for axis, kind in enumerate(kinds):
+        if kind is not None:
+            t = t.index_select(axis, idx["h" if kind.startswith("h_") else kind].to(t.device))
+    return t
+
+
+def _set_param(root: nn.Module, name: str, value: torch.Tensor, requires_grad: bool) -> None:
+    path, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(path), leaf, nn.Parameter(value, requires_grad=requires_grad))
+
+
+def _fix_shape_attrs(model: nn.Module) -> None:
+    """Shape attributes some modules read in forward (Conv1D.nf, LayerNorm.normalized_shape)."""
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if not isinstance(w, torch.Tensor):
+            continue
+        if isinstance(m, nn.Linear):
+            m.out_features, m.in_features = w.shape
+        elif hasattr(m, "nf") and hasattr(m, "nx"):  # transformers Conv1D: weight [in, out]
+            m.nx, m.nf = w.shape
+        elif isinstance(m, nn.LayerNorm):
+            m.normalized_shape = (w.shape[0],)
+        elif isinstance(m, nn.Embedding):
+            m.embedding_dim = w.shape[1]
+
+
+def is_tied(model: nn.Module, adapter: Adapter) -> bool:
+    lm = model.get_submodule(adapter.lm_head)
+    return lm.weight is model.get_submodule(adapter.embeddings[0]).weight
+
+
+def _tie(model: nn.Module, adapter: Adapter) -> None:
+    model.get_submodule(adapter.lm_head).weight = model.get_submodule(adapter.embeddings[0]).weight
+
+
+def _structure_copy(model: nn.Module) -> nn.Module:
+    """Deep copy of ``model`` whose parameters are empty placeholders (weights not copied)."""
+    memo = {id(p): nn.Parameter(torch.empty(0, device=p.device), requires_grad=p.requires_grad) for p in model.parameters()}
+    return copy.deepcopy(model, memo)
+
+
+def materialize(model: nn.Module, plan: Plan, allocation: str, inplace: bool = False) -> nn.Module:
+    """A physically smaller copy of ``model`` keeping what ``plan`` keeps.
+
+    ``allocation`` decides the config written: ``uniform`` plans get a validated vanilla
+    config; ``global`` ones the per-layer maximum (see module docstring).
+    """
+    adapter = adapter_for(model)
+    require_unpruned(model)
+    geo = adapter.geometry(model)
+    tied = is_tied(model, adapter)
+    base_config = model.config.to_dict()
+    src = dict(model.named_parameters())
+    new = model if inplace else _structure_copy(model)
+    with torch.no_grad():
+        for name, kinds in adapter.top_params.items():
+            if name in src and not (tied and name == f"{adapter.lm_head}.weight"):
+                _set_param(new, name, _take(src[name], kinds, _indices(kinds, plan, None, geo)), src[name].requires_grad)
+        _shrink_layers(new, src, plan, adapter, geo)
+    if tied:
+        _tie(new, adapter)
+    _fix_shape_attrs(new)
+    _update_config(new.config, adapter, geo, plan, allocation)
+    new.capgap_pruning = {"allocation": allocation, "base_config": base_config, "plan": plan.to_dict()}
+    return new
+
+
+def _shrink_layers(new: nn.Module, src: dict, plan: Plan, adapter: Adapter, geo: Geometry) -> None:
+    old_layers = adapter.layer_list(new)
+    kept = nn.ModuleList([old_layers[i] for i in plan.layers])
+    parent, _, leaf = adapter.layers.rpartition(".")
+    setattr(new.get_submodule(parent), leaf, kept)
+    for pos, (old_idx, layer) in enumerate(zip(plan.layers, kept, strict=True)):
+        g, f = plan.groups[pos], plan.ffn[pos]
+        for rel, kinds in adapter.layer_params.items():
+            full = f"{adapter.layers}.{old_idx}.{rel}"
+            if full not in src or (rel.startswith(adapter.attn + ".") and g == 0):
+                continue
+            if rel.startswith(adapter.mlp + ".") and f == 0:
+                continue
+            value = _take(src[full], kinds, _indices(kinds, plan, pos, geo))
+            _set_param(layer, rel, value, src[full].requires_grad)
+        if g == 0:
+            setattr(layer, adapter.attn, EmptyAttention(pos, geo.head_dim))
+        else:
+            adapter.fix_attention(layer.get_submodule(adapter.attn), g * geo.group_size, geo, old_idx, pos)
+        if f == 0:
+            setattr(layer, adapter.mlp, EmptyMLP())
+
+
+def _update_config(config: PretrainedConfig, adapter: Adapter, geo: Geometry, plan: Plan, allocation: str) -> None:
+    """Write the pruned shape into ``config`` in place (submodules hold references to it)."""
+    g = max(max(plan.groups, default=1), 1)
+    f = max(max(plan.ffn, default=1), 1)
+    n = len(plan.layers)
+    if allocation == "uniform":
+        adapter.vanilla_config(config, plan.d, g, f, n)  # validates; CapgapError if impossible
+    updates = adapter.config_updates(geo, plan.d, g, f, n)
+    if getattr(config, "layer_types", None) is not None:
+        updates["layer_types"] = [config.layer_types[i] for i in plan.layers]
+    for key, value in updates.items():
+        setattr(config, key, value)
+
+
+# ---------------------------------------------------------------------------------------
+# Building models without allocating (or randomly initialising) full-size weights.
+
+
+def config_from_dict(data: dict) -> PretrainedConfig:
+    model_type = data.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise CapgapError(f"unknown model_type '{model_type}' in saved config")
+    return CONFIG_MAPPING[model_type].from_dict(dict(data))
+
+
+def _init_rotary(model: nn.Module, config: PretrainedConfig) -> None:
+    """Recompute rotary buffers (lost by ``to_empty``) from ``config``, as transformers does."""
+    for m in model.modules():
+        if hasattr(m, "original_inv_freq"):
+            saved = m.config
+            m.config = config
+            try:
+                model._init_weights(m)
+            finally:
+                m.config = saved
+
+
+def _fill(model: nn.Module, state: dict[str, torch.Tensor], adapter: Adapter, tied: bool, config: PretrainedConfig) -> None:
+    """Replace meta weights by ``state`` (strict), restore ties and rotary buffers."""
+    model.to_empty(device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    allowed = {f"{adapter.lm_head}.weight"} if tied else set()
+    if unexpected or set(missing) - allowed:
+        raise CapgapError(f"saved weights do not match the pruned shape (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if tied:
+        _tie(model, adapter)
+    _init_rotary(model, config)
+    model.eval()
+
+
+def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with shared tensors (tied head) stored once, contiguous."""
+    out, seen = {}, set()
+    for k, v in model.state_dict().items():
+        key = (v.data_ptr(), v.shape, v.dtype) if v.numel() else (k,)
+        if key not in seen:
+            seen.add(key)
+            out[k] = v.detach().contiguous()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The capgap format (global plans).
+
+
+def save_capgap_format(model: nn.Module, out: Path) -> None:
+    """Write the capgap format of a pruned ``model`` into the (temporary) folder ``out``."""
+    adapter = adapter_for(model)
+    info = model.capgap_pruning
+    plan = Plan.from_dict(info["plan"])
+    # config.json: the vanilla config of the exact zero-padded equivalent (export_vanilla),
+    # so AutoConfig/AutoTokenizer read the folder; the weights file has another name, so a
+    # vanilla model loader fails loudly instead of mis-loading. Trap: the in-memory config
+    # (true hidden width, per-layer maxima) may fail vanilla validation (hidden % heads).
+    base = config_from_dict(info["base_config"])
+    d_pad, g_pad, f_pad = _padded_shape(adapter, adapter.geometry(base), plan)
+    padded = adapter.vanilla_config(base, d_pad, g_pad, f_pad, len(plan.layers), eps_scale=plan.d / d_pad)
+    padded.capgap_format = f"{PRUNED_FORMAT}: per-layer shapes, see {META_NAME}; load with capgap.prune.load_pruned"
+    padded.to_json_file(out / "config.json")
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(out)
+    save_file(unique_state_dict(model), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    meta = {
+        "format": PRUNED_FORMAT,
+        "allocation": info["allocation"],
+        "model_type": model.config.model_type,
+        "tied_embeddings": is_tied(model, adapter),
+        "plan": info["plan"],
+        "base_config": info["base_config"],
+        "load_with": "capgap.prune.load_pruned(dir)",
+    }
+    (out / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "README.md").write_text(_README)
+
+
+_README = """# capgap pruned model (per-layer shapes)
+
+This model keeps a different number of attention heads / FFN neurons in each layer, which a
+vanilla Hugging Face config cannot express. Load it with
+
+    from capgap.prune import load_pruned
+    model, tokenizer = load_pruned("THIS_DIR")
+
+It is a standard transformers model class with smaller Linear/Conv1D modules (no custom
+code). For lm-evaluation-harness: `HFLM(pretrained=model, tokenizer=tokenizer)`.
+For a vanilla checkpoint (same logits, zero-padded shapes): `capgap prune ... --export vanilla`.
+`capgap_pruning.json` records the base config and the kept heads/neurons/hidden dims.
+"""
+
+
+def load_capgap_format(path: Path) -> nn.Module:
+    meta = json.loads((path / META_NAME).read_text())
+    if meta.get("format") != PRUNED_FORMAT:
+        raise CapgapError(f"{path / META_NAME} is not a {PRUNED_FORMAT} file")
+    base = config_from_dict(meta["base_config"])
+    plan = Plan.from_dict(meta["plan"])
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(base)
+    adapter = adapter_for(model)
+    tied = is_tied(model, adapter)
+    rotary_config = copy.deepcopy(base)
+    model = materialize(model, Plan.from_counts(plan.layers, plan.d, plan.groups, plan.ffn), meta["allocation"], inplace=True)
+    _fill(model, load_file(str(path / WEIGHTS_NAME)), adapter, tied, rotary_config)
+    model.capgap_pruning = {k: meta[k] for k in ("allocation", "base_config", "plan")}
+    return model
+
+
+# ---------------------------------------------------------------------------------------
+# Exact vanilla export by zero-padding.
+
+
+def _padded_shape(adapter: Adapter, geo: Geometry, plan: Plan) -> tuple[int, int, int]:
+    """(hidden, KV groups, FFN) of the smallest vanilla config holding every layer."""
+    d = plan.d
+    g = max(max(plan.groups, default=0), 1)
+    f = max(max(plan.ffn, default=0), 1)
+    if adapter.hidden_tied_to_heads:
+        g = max(g, ceil_div(d, geo.head_dim))
+        return g * geo.head_dim, g, f
+    r = geo.group_size
+    for g2 in range(g, max(g, geo.n_kv) + 1):  # more zero heads rather than wider hidden
+        if d % (g2 * r) == 0:
+            return d, g2, f
+    return ceil_div(d, g * r) * g * r, g, f
+
+
+def _pad_hidden(t: torch.Tensor, axis: int, kind: str, d: int, d_pad: int, norm_kind: str) -> torch.Tensor:
+    if d_pad == d:
+        return t
+    shape = list(t.shape)
+    shape[axis] = d_pad - d
+    if kind == "h_out" and norm_kind == "layernorm":  # mean of the kept outputs (see docstring)
+        fill = t.mean(dim=axis, keepdim=True).expand(shape)
+    else:
+        fill = t.new_zeros(shape)
+    if kind == "h_norm_w":
+        t = t * math.sqrt(d / d_pad)
+    return torch.cat([t, fill], dim=axis)
+
+
+def _pad(t: torch.Tensor, kinds: tuple, geo: Geometry, src_gf: tuple[int, int], dst: tuple[int, int, int], d: int, norm_kind: str) -> torch.Tensor:
+    """Zero-pad one pruned tensor to the padded vanilla shape ``dst`` = (hidden, groups, ffn)."""
+    g, f = src_gf
+    d_pad, g_pad, f_pad = dst
+    for axis, kind in enumerate(kinds):
+        if kind is None:
+            continue
+        if kind.startswith("h_"):
+            t = _pad_hidden(t, axis, kind, d, d_pad, norm_kind)
+            continue
+        shape = list(t.shape)
+        shape[axis] = kind_size(kind, geo, d_pad, g_pad, f_pad, 0)
+        pos = torch.arange(f) if kind == "ffn" else head_index(kind, torch.arange(g), geo, g_pad)
+        t = t.new_zeros(shape).index_copy(axis, pos.to(t.device), t)
+    return t
+
+
+def export_vanilla(model: nn.Module, plan: Plan, base_config: PretrainedConfig) -> nn.Module:
+    """An exact vanilla model (same logits) holding a pruned ``model`` zero-padded per layer."""
+    adapter = adapter_for(base_config)
+    geo = adapter.geometry(base_config)
+    d_pad, g_pad, f_pad = _padded_shape(adapter, geo, plan)
+    config = adapter.vanilla_config(base_config, d_pad, g_pad, f_pad, len(plan.layers), eps_scale=plan.d / d_pad)
+    config._attn_implementation = model.config._attn_implementation
+    src = dict(model.named_parameters())
+    tied = is_tied(model, adapter)
+    with torch.device("meta"):
+        out = AutoModelForCausalLM.from_config(config)
+    state = {}
+    for name, p in out.named_parameters():
+        kinds, gf = _kinds_of(name, adapter, plan)
+        if name in src:
+            state[name] = _pad(src[name].detach(), kinds, geo, gf, (d_pad, g_pad, f_pad), plan.d, adapter.norm_kind)
+        else:  # a sub-block the pruned layer does not have: contributes nothing
+            state[name] = torch.zeros(p.shape, dtype=next(iter(src.values())).dtype)
+    _fill(out, state, adapter, tied, config)
+    return out
+
+
+def _kinds_of(name: str, adapter: Adapter, plan: Plan) -> tuple[tuple, tuple[int, int]]:
+    if name in adapter.top_params:
+        return adapter.top_params[name], (0, 0)
+    idx, rel = name[len(adapter.layers) + 1 :].split(".", 1)
+    pos = int(idx)
+    return adapter.layer_params[rel], (plan.groups[pos], plan.ffn[pos])

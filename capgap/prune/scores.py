@@ -1,0 +1,256 @@
+"""Expressiveness scores: I = mean over calibration batches of |∂L/∂mask|.
+
+One pass over the calibration tokens with all masks at one (the model's output unchanged)
+gives scores for every head/KV group (ξ), FFN neuron (ν), hidden dim (μ) and layer (λ).
+As in the paper's code (GeneZC/MiniMA), the absolute value is taken per *batch* gradient of
+the mean LM loss, so the score granularity follows the batch size. Only the masks require
+gradients (weights are frozen for the pass), so it costs less than a training step.
+
+Each layer's head and neuron scores are then divided by that layer's L2 norm (the paper's
+normalisation, which lets heads and neurons be ranked across layers); μ is divided by its
+norm (ranking unchanged). Layer scores stay raw: they are compared across layers.
+Raw scores are kept too, so other normalisations can be tried without a new pass.
+
+:meth:`Scores.save` writes ``scores.safetensors`` + ``scores.json`` so a whole ladder of
+students at other sparsities reuses one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from capgap.errors import CapgapError
+from capgap.io import atomic_path, write_json
+from capgap.prune.adapters import Geometry, adapter_for
+from capgap.prune.masks import MaskSet, attach
+
+SCORES_FORMAT = "capgap-prune-scores/1"
+
+
+@dataclass
+class Scores:
+    """Normalised and raw scores plus where they came from."""
+
+    heads: torch.Tensor  # (L, G) per-layer L2-normalised
+    neurons: torch.Tensor  # (L, F) per-layer L2-normalised
+    hidden: torch.Tensor  # (D,) L2-normalised
+    layers: torch.Tensor  # (L,) raw mean |∂L/∂λ|
+    raw: dict[str, torch.Tensor] = field(default_factory=dict)  # heads/neurons/hidden unnormalised
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, torch.Tensor], meta: dict) -> Scores:
+        return cls(
+            heads=_normalise_rows(raw["heads"]),
+            neurons=_normalise_rows(raw["neurons"]),
+            hidden=_normalise_rows(raw["hidden"][None])[0],
+            layers=raw["layers"].clone(),
+            raw={k: raw[k] for k in ("heads", "neurons", "hidden")},
+            meta=meta,
+        )
+
+    def check_fits(self, geo: Geometry, model_type: str) -> None:
+        """CapgapError unless these scores were computed on a model of this shape."""
+        want = {"layers": geo.n_layers, "kv_groups": geo.n_kv, "ffn": geo.ffn, "hidden": geo.hidden}
+        have = {
+            "layers": self.heads.shape[0],
+            "kv_groups": self.heads.shape[1],
+            "ffn": self.neurons.shape[1],
+            "hidden": self.hidden.shape[0],
+        }
+        if want != have or self.meta.get("model_type", model_type) != model_type:
+            raise CapgapError(
+                f"scores do not fit this model: scores are for {self.meta.get('model_type')} {have}, "
+                f"model is {model_type} {want}; score this model first"
+            )
+
+    def save(self, out_dir: str | Path) -> None:
+        """Write ``scores.safetensors`` and ``scores.json`` into ``out_dir`` (atomically)."""
+        out_dir = Path(out_dir)
+        tensors = {"layers": self.layers} | {f"raw.{k}": v for k, v in self.raw.items()}
+        tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}
+        with atomic_path(out_dir / "scores.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"format": SCORES_FORMAT})
+        write_json(out_dir / "scores.json", {"format": SCORES_FORMAT} | self.meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scores:
+        """Load scores from a folder (or either of its two files)."""
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        st, js = folder / "scores.safetensors", folder / "scores.json"
+        if not st.exists() or not js.exists():
+            raise CapgapError(f"no scores at {folder} (need scores.safetensors and scores.json)")
+        meta = json.loads(js.read_text())
+        if meta.pop("format", None) != SCORES_FORMAT:
+            raise CapgapError(f"{js} is not a capgap scores file ({SCORES_FORMAT})")
+        t = load_file(str(st))
+        raw = {k.removeprefix("raw."): v for k, v in t.items() if k.startswith("raw.")}
+        return cls.from_raw(raw | {"layers": t["layers"]}, meta)
+
+
+def _normalise_rows(x: torch.Tensor) -> torch.Tensor:
+    """Divide each row by its L2 norm (rows of zeros stay zero)."""
+    norm = x.norm(dim=-1, keepdim=True)
+    return x / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+def _as_batch(batch: object, device: torch.device) -> dict[str, torch.Tensor]:
+    """A calibration batch: a (B, T) LongTensor of token ids or a dict with ``input_ids``."""
+    if isinstance(batch, torch.Tensor):
+        batch = {"input_ids": batch}
+    elif isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        batch = {"input_ids": batch[0]}
+    if not isinstance(batch, dict) or "input_ids" not in batch:
+        raise CapgapError("calibration batches must be (batch, seq) token-id tensors or dicts with input_ids")
+    out = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+    if out["input_ids"].dim() == 1:
+        out = {k: v[None] for k, v in out.items()}
+    if "labels" not in out:
+        labels = out["input_ids"].clone()
+        if "attention_mask" in out:
+            labels[out["attention_mask"] == 0] = -100
+        out["labels"] = labels
+    return out
+
+
+def _n_tokens(batch: dict[str, torch.Tensor]) -> int:
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+def compute_scores(
+    model: nn.Module,
+    batches: Iterable,
+    tokens: int | None = None,
+    progress: bool = False,
+) -> Scores:
+    """Score ``model`` over calibration ``batches`` (stop once ``tokens`` tokens are seen).
+
+    Batches are (B, T) token-id tensors or dicts with ``input_ids`` (optionally
+    ``attention_mask``, ``labels``). The model is left as it was (mode, requires_grad).
+    """
+    adapter = adapter_for(model)
+    geo = adapter.geometry(model)
+    device = next(model.parameters()).device
+    masks = MaskSet.ones(geo, requires_grad=True, device=device)
+    acc = {k: torch.zeros_like(v) for k, v in masks.tensors().items()}
+    seen = n_batches = 0
+    loss_sum = 0.0
+    start = time.perf_counter()
+    was_training = model.training
+    grads = [p.requires_grad for p in model.parameters()]
+    model.eval()  # no dropout: scores are a property of the model, not of a noise draw
+    model.requires_grad_(False)
+    bar = _progress(progress, tokens)
+    try:
+        with attach(model, masks, adapter):
+            for raw in batches:
+                batch = _as_batch(raw, device)
+                n = _n_tokens(batch)
+                if tokens is not None and n_batches == 0 and tokens < n:
+                    raise CapgapError(
+                        f"calibration tokens ({tokens}) are fewer than one batch ({n} tokens); "
+                        "raise the token count or lower the batch size"
+                    )
+                loss = model(**batch).loss
+                grads_now = torch.autograd.grad(loss, list(masks.tensors().values()))
+                for a, g in zip(acc.values(), grads_now, strict=True):
+                    a += g.abs()
+                seen += n
+                n_batches += 1
+                loss_sum += float(loss.detach())
+                if bar is not None:
+                    bar.update(n)
+                if tokens is not None and seen >= tokens:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.requires_grad_(g)
+    if n_batches == 0:
+        raise CapgapError("calibration set is empty: it holds less than one batch")
+    raw = {k: (v / n_batches).detach().cpu() for k, v in acc.items()}
+    meta = {
+        "model_type": model.config.model_type,
+        "arch": adapter.name,
+        "geometry": geo.__dict__,
+        "calibration_tokens": seen,
+        "calibration_batches": n_batches,
+        "mean_loss": loss_sum / n_batches,
+        "seconds": round(time.perf_counter() - start, 3),
+        "normalisation": "heads and neurons: per-layer L2; hidden: L2; layers: raw",
+        "estimator": "mean over batches of |d(mean LM loss)/d(mask)|",
+    }
+    return Scores.from_raw(raw, meta)
+
+
+def _progress(enabled: bool, total: int | None):  # noqa: ANN202 - tqdm or None
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tok", desc="scoring", leave=False)
+
+
+BASELINES = ("random", "magnitude")
+
+
+def baseline_scores(model: nn.Module, kind: str, seed: int = 0) -> Scores:
+    """Data-free scores for ablations against the gradient scores (no calibration pass).
+
+    ``random``: i.i.d. uniform scores (seeded). ``magnitude``: each unit's L2 weight norm,
+    summed over every parameter slice that belongs to it (a head's q/k/v rows and output
+    columns, a neuron's input rows and output column, a hidden dim's embedding column and
+    every row/column reading or writing it); layers: sum of their head and neuron scores.
+    Both go through the same per-layer normalisation as the gradient scores.
+    """
+    from capgap.prune.adapters import head_index
+
+    adapter = adapter_for(model)
+    geo = adapter.geometry(model)
+    if kind not in BASELINES:
+        raise CapgapError(f"unknown baseline '{kind}'; choose from {', '.join(BASELINES)}")
+    shapes = {"heads": (geo.n_layers, geo.n_kv), "neurons": (geo.n_layers, geo.ffn), "hidden": (geo.hidden,)}
+    if kind == "random":
+        g = torch.Generator().manual_seed(seed)
+        raw = {k: torch.rand(*s, generator=g) for k, s in shapes.items()}
+        raw["layers"] = torch.rand(geo.n_layers, generator=g)
+        return Scores.from_raw(raw, {"model_type": model.config.model_type, "baseline": kind, "seed": seed})
+    sq = {k: torch.zeros(*s, dtype=torch.float64) for k, s in shapes.items()}
+    groups = torch.arange(geo.n_kv)
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        layer, kinds = _param_kinds(name, adapter)
+        w2 = p.detach().double().pow(2)
+        for axis, k in enumerate(kinds):
+            if k is None:
+                continue
+            per_index = w2.sum(dim=[a for a in range(w2.dim()) if a != axis]) if w2.dim() > 1 else w2
+            if k.startswith("h_"):
+                sq["hidden"] += per_index.cpu()
+            elif k == "ffn":
+                sq["neurons"][layer] += per_index.cpu()
+            else:  # head axes: fold each group's rows together
+                idx = head_index(k, groups, geo, geo.n_kv).view(geo.n_kv, -1)
+                sq["heads"][layer] += per_index.cpu()[idx].sum(dim=1)
+    raw = {k: v.sqrt().float() for k, v in sq.items()}
+    raw["layers"] = raw["heads"].sum(1) + raw["neurons"].sum(1)
+    return Scores.from_raw(raw, {"model_type": model.config.model_type, "baseline": kind})
+
+
+def _param_kinds(name: str, adapter) -> tuple[int | None, tuple]:  # noqa: ANN001
+    if name in adapter.top_params:
+        return None, adapter.top_params[name]
+    idx, rel = name[len(adapter.layers) + 1 :].split(".", 1)
+    return int(idx), adapter.layer_params[rel]

@@ -1,0 +1,128 @@
+"""``capgap report DIR``: a self-contained HTML page of a sweep (figures inlined as PNG data,
+also written beside it), plus the law's figure from :func:`capgap.law.plot_law`.
+
+One figure per student size: held-out loss against teacher size, distilled and baseline,
+one line per setting — the rise-then-fall (or its absence) the law is built from.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from capgap.cli.common import table
+from capgap.io import atomic_path, write_text
+from capgap.report.tables import COLUMNS, paired_rows, status_counts
+from capgap.sweep.store import read_rows
+
+REPORT_DIR = "report"
+
+
+def build_report(sweep_dir: str | Path) -> Path:
+    """Write ``DIR/report/index.html`` and its PNGs; return the HTML path."""
+    sweep_dir = Path(sweep_dir)
+    rows = read_rows(sweep_dir)
+    out = sweep_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [curve_figure(rows, target, out) for target in _targets(rows)]
+    law = _law(sweep_dir)
+    if law is not None and law.get("status") != "error":
+        figures.append(_law_figure(law, out))
+    page = _page(sweep_dir, rows, [f for f in figures if f is not None], law)
+    write_text(out / "index.html", page)
+    return out / "index.html"
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[int]:
+    return sorted({r["student_target"] for r in rows if r["status"] == "done"})
+
+
+def _law(sweep_dir: Path) -> dict[str, Any] | None:
+    path = sweep_dir / "law.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _law_figure(law: dict[str, Any], out: Path) -> tuple[str, str]:
+    from capgap.law import plot_law
+
+    path = plot_law(law, out / "law.png")
+    return path.name, "The law: best teacher T* against student size S (fit when there is one)"
+
+
+def curve_figure(rows: list[dict[str, Any]], target: int, out: Path) -> tuple[str, str] | None:
+    """Val loss vs teacher params for one student size; None when it has no finished rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = [r for r in rows if r["student_target"] == target and r["status"] == "done"]
+    if not mine:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, pts, baseline in _series(mine):
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, "--s" if baseline else "-o", label=label, alpha=0.8 if baseline else 1)
+    ax.set_xscale("log")
+    ax.set_xlabel("teacher parameters (total)")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_title(f"student {target / 1e6:.3g}M params")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    name = f"loss_student_{target}.png"
+    with atomic_path(out / name) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return name, f"Student {target / 1e6:.3g}M: distilled (solid) and no-teacher baseline (dashed)"
+
+
+def _series(rows: list[dict[str, Any]]) -> Iterable[tuple[str, list[tuple[float, float]], bool]]:
+    """One line per setting: points are (teacher params, mean loss over seeds)."""
+    groups: dict[tuple, dict[int, list[float]]] = {}
+    for r in rows:
+        key = (r["objective"], r["allocation"], r["init"], r["tokens"], r["alpha"] >= 1)
+        groups.setdefault(key, {}).setdefault(r["teacher_params"], []).append(r["val_loss"])
+    for (obj, alloc, init, tokens, baseline), by_t in sorted(groups.items(), key=str):
+        pts = [(t, sum(v) / len(v)) for t, v in sorted(by_t.items())]
+        name = "baseline (alpha=1)" if baseline else obj
+        yield f"{name}, {alloc}, {init}, {tokens:,} tok", pts, baseline
+
+
+def _page(sweep_dir: Path, rows: list[dict[str, Any]], figures: list[tuple[str, str]],
+          law: dict[str, Any] | None) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(status_counts(rows).items()))
+    paired = paired_rows(rows)
+    body = [f"<h1>capgap sweep: {html.escape(str(sweep_dir))}</h1>",
+            f"<p>cells: {html.escape(counts or 'none')}</p>", _law_html(law)]
+    for name, caption in figures:
+        data = base64.b64encode((sweep_dir / REPORT_DIR / name).read_bytes()).decode()
+        body.append(f'<figure><a href="{name}"><img src="data:image/png;base64,{data}" '
+                    f'alt="{html.escape(name)}"></a><figcaption>{html.escape(caption)} '
+                    f'(<a href="{name}">{name}</a>)</figcaption></figure>')
+    body.append("<h2>Distilled cells and their baselines</h2>")
+    body.append(f"<pre>{html.escape(table(paired, COLUMNS)) if paired else 'none yet'}</pre>")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        body.append("<h2>Failed cells</h2><pre>" + html.escape("\n".join(
+            f"{r['key']}: {r['error']}" for r in failed)) + "</pre>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "img{max-width:100%}pre{font-size:12px;overflow-x:auto}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>capgap sweep</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _law_html(law: dict[str, Any] | None) -> str:
+    if law is None:
+        return "<p>No law.json yet (the sweep writes it when it finishes).</p>"
+    where = html.escape(json.dumps(law.get("selection", {}).get("where", {})))
+    if law.get("status") == "ok":
+        fit = (f"T* = {law['slope']:.4g}·S + {law['intercept']:.4g}, R² {law.get('r2')}; "
+               f"T* = {law['ratio']:.4g}·S")
+        return f"<h2>Law</h2><p>{html.escape(fit)} on {where}</p>"
+    return (f"<h2>Law</h2><p>No law fitted ({html.escape(str(law.get('status')))}): "
+            f"{html.escape(str(law.get('reason', '')))} — on {where}</p>")

@@ -1,0 +1,194 @@
+"""The sweep driver: plan the grid, do the shared work once, run the cells, fit the law.
+
+Re-running the same command is the resume: a cell counts as done only when its row says
+done *and* its run folder holds ``DONE.json``; a finished folder whose row was never
+written (driver killed) is recorded without re-running; anything else runs again, resuming
+its run folder from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from capgap import config as cfgmod
+from capgap.io import write_json
+from capgap.runs import RunDir, is_complete
+from capgap.sweep.backends import execute, threads_per_worker
+from capgap.sweep.cell import cell_payload
+from capgap.sweep.config import SweepConfig
+from capgap.sweep.grid import CellSpec, build_grid, cell_key
+from capgap.sweep.store import DB_NAME, Store
+from capgap.sweep.students import prepare_students, resolve_teachers, student_dir, student_meta
+
+LAW_NAME = "law.json"
+
+
+@dataclass
+class SweepSummary:
+    """What one invocation did."""
+
+    out: Path
+    cells: int
+    skipped: int
+    ran: int
+    failed: int
+    seconds: float
+    law: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["law_status"] = self.law.get("status")
+        d.pop("law")
+        return d
+
+
+def run_sweep(cfg: SweepConfig, out: str | Path, *, workers: int = 1, backend: str = "local",
+              progress: bool = True) -> SweepSummary:
+    """Run (or resume) the sweep of ``cfg`` in ``out``; see the module docstring."""
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfgmod.dump(cfg, out / "sweep.yaml")
+    teachers = resolve_teachers(cfg, out)
+    grid = {cell_key(cfg, c): c for c in build_grid(cfg, teachers)}
+    store = Store(out / DB_NAME)
+    try:
+        todo = _plan(store, out, grid)
+        prepare_students(cfg, out, [grid[k] for k in todo])
+        for key in todo:
+            store.plan(key, _student_fields(out, grid[key]))
+        threads = threads_per_worker(workers)
+        payloads = [cell_payload(cfg, grid[k], k, student_dir(out, grid[k]),
+                                 out / "cells" / k, threads) for k in todo]
+        failed = _execute(store, payloads, workers, backend, progress)
+    finally:
+        store.close()
+    law = fit_sweep_law(cfg, out)
+    return SweepSummary(out, len(grid), len(grid) - len(todo), len(todo) - failed, failed,
+                        round(time.perf_counter() - start, 1), law)
+
+
+def _plan(store: Store, out: Path, grid: dict[str, CellSpec]) -> list[str]:
+    """Record every cell; return the keys that still need running."""
+    todo = []
+    for key, cell in grid.items():
+        store.plan(key, describe(cell, out, key))
+        row = store.get(key) or {}
+        finished = is_complete(out / "cells" / key)
+        if finished and row.get("status") == "done":
+            continue
+        if finished:  # the worker finished but the driver died before recording it
+            store.plan(key, _student_fields(out, cell))
+            store.mark_done(key, _recorded_result(out / "cells" / key))
+            continue
+        todo.append(key)
+    return todo
+
+
+def describe(cell: CellSpec, out: Path, key: str) -> dict[str, Any]:
+    """The row fields known before the cell runs."""
+    t = cell.teacher
+    return {"teacher": t.name, "teacher_params": t.params, "teacher_params_ne": t.params_ne,
+            "student_target": cell.student_target, "objective": cell.objective,
+            "alpha": cell.alpha, "allocation": cell.allocation, "init": cell.init,
+            "tokens": cell.tokens, "seed": cell.seed, "teacher_path": t.path,
+            "student_path": str(student_dir(out, cell)), "cell_dir": str(out / "cells" / key)}
+
+
+def _student_fields(out: Path, cell: CellSpec) -> dict[str, Any]:
+    meta = student_meta(out, cell)
+    return {k: meta[k] for k in ("student_params", "student_params_ne", "sparsity", "prune_s")}
+
+
+def _recorded_result(cell_dir: Path) -> dict[str, Any]:
+    r = RunDir(cell_dir, True, True).summary()["result"]
+    return {"val_loss": r["val_loss"], "val_ppl": r["val_ppl"], "val_bpb": r["val_bpb"],
+            "tokens_per_s": r["tokens_per_s"], "model_dir": r["model_dir"],
+            "distill_s": r["seconds"]}
+
+
+def _execute(store: Store, payloads: list[dict[str, Any]], workers: int, backend: str,
+             progress: bool) -> int:
+    """Run the payloads with a progress bar (done / running / left, ETA); count failures."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(payloads), unit="cell", desc="sweep", disable=not progress)
+    state = {"running": 0, "failed": 0}
+
+    def on_start(p: dict[str, Any]) -> None:
+        store.mark_running(p["key"])
+        state["running"] += 1
+        _postfix(bar, state, len(payloads))
+
+    def on_result(r: dict[str, Any]) -> None:
+        state["running"] -= 1
+        if "error" in r:
+            store.mark_failed(r["key"], r["error"])
+            state["failed"] += 1
+            bar.write(f"cell {r['key']} failed: {r['error'].splitlines()[-1]}")
+        else:
+            store.mark_done(r["key"], r["result"])
+        bar.update(1)
+        _postfix(bar, state, len(payloads))
+
+    try:
+        execute(payloads, workers=workers, backend=backend, on_start=on_start,
+                on_result=on_result)
+    finally:
+        bar.close()
+    return state["failed"]
+
+
+def _postfix(bar: Any, state: dict[str, int], total: int) -> None:
+    left = total - bar.n - state["running"]
+    bar.set_postfix(running=state["running"], left=left, failed=state["failed"], refresh=False)
+
+
+def primary_where(cfg: SweepConfig) -> dict[str, Any]:
+    """The setting the headline law is fitted on: the first objective and allocation, the
+    pruned init when swept, the largest budget (where the optimum is most informative)."""
+    init = "pruned" if "pruned" in cfg.students.init else cfg.students.init[0]
+    return {"objective": cfg.objectives[0], "allocation": cfg.students.allocations[0],
+            "init": init, "tokens": max(cfg.tokens)}
+
+
+def fit_sweep_law(cfg: SweepConfig, out: Path) -> dict[str, Any]:
+    """Fit the law on the primary setting into ``law.json``, and every setting into
+    ``laws/`` when the sweep has more than one. A fit that cannot run is recorded, not
+    raised: an insufficient pilot is an honest result."""
+    law = _fit_one(cfg, out, primary_where(cfg))
+    write_json(out / LAW_NAME, law)
+    settings = _all_settings(cfg)
+    for where in settings if len(settings) > 1 else []:
+        name = "-".join(str(v) for v in where.values())
+        write_json(out / "laws" / f"{name}.json", _fit_one(cfg, out, where))
+    return law
+
+
+def _fit_one(cfg: SweepConfig, out: Path, where: dict[str, Any]) -> dict[str, Any]:
+    from capgap.errors import CapgapError
+    from capgap.law import fit_source
+    from capgap.sweep.store import read_rows
+
+    try:  # done rows only: a cell whose student never got made has no sizes to read
+        law = fit_source(read_rows(out, status="done"), where=where, n_boot=cfg.law_bootstrap)
+        law["selection"] |= {"source": str(out / DB_NAME), "source_kind": "sqlite"}
+        return law
+    except CapgapError as e:
+        return {"status": "error", "reason": str(e), "selection": {"where": where}}
+
+
+def _all_settings(cfg: SweepConfig) -> list[dict[str, Any]]:
+    return [{"objective": o, "allocation": a, "init": i, "tokens": t}
+            for o in cfg.objectives for a in cfg.students.allocations
+            for i in cfg.students.init for t in cfg.tokens]
+
+
+def load_law(out: str | Path) -> dict[str, Any] | None:
+    """The sweep's ``law.json``, if it has one."""
+    path = Path(out) / LAW_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -1,0 +1,161 @@
+"""The sweep's shared work, done once by the driver before any cell runs.
+
+* teachers: pretrain a family into ``DIR/teachers`` (resumed) and/or size the given models;
+* scores: one calibration pass per teacher into ``DIR/scores/<teacher>`` (reused for every
+  student size, as the paper's method allows);
+* students: one pruned model per (teacher, size, allocation) in ``DIR/students/<teacher>/``,
+  plus a re-initialised copy per seed for ``init: scratch``.
+
+Each artefact is finished when its marker exists (``scores.json``, ``student.json``, both
+written last), so an interrupted sweep redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from capgap.errors import CapgapError
+from capgap.io import write_json
+from capgap.sweep.config import SweepConfig
+from capgap.sweep.grid import CellSpec, Teacher, safe_name
+
+STUDENT_META = "student.json"
+
+
+def resolve_teachers(cfg: SweepConfig, out: Path) -> list[Teacher]:
+    """Pretrain the family (if any) and size every teacher; smallest first."""
+    teachers: list[Teacher] = []
+    if cfg.teachers.pretrain is not None:
+        from capgap.train.pretrain import pretrain
+
+        family = cfg.teachers.pretrain.family
+        for r in pretrain(cfg.teachers.pretrain, out / "teachers", resume=True):
+            teachers.append(Teacher(r.name, r.model_dir, r.params, r.params_non_embedding,
+                                    f"family:{family}/{r.name}"))
+    for path in cfg.teachers.models:
+        teachers.append(_sized_teacher(path))
+    return sorted(teachers, key=lambda t: t.params)
+
+
+def _sized_teacher(path: str) -> Teacher:
+    from capgap.models.anymodel import load_any_model
+    from capgap.models.params import count_params
+
+    model, _ = load_any_model(path)
+    n = count_params(model)
+    return Teacher(safe_name(path), str(path), n.total, n.non_embedding, str(path))
+
+
+def scores_dir(out: Path, teacher: Teacher) -> Path:
+    return out / "scores" / teacher.name
+
+
+def student_dir(out: Path, cell: CellSpec) -> Path:
+    return out / "students" / cell.teacher.name / cell.student_name()
+
+
+def prepare_students(cfg: SweepConfig, out: Path, cells: list[CellSpec]) -> None:
+    """Make every student the cells need that is not already on disk."""
+    by_teacher: dict[str, list[CellSpec]] = {}
+    for cell in cells:
+        if not (student_dir(out, cell) / STUDENT_META).is_file():
+            by_teacher.setdefault(cell.teacher.name, []).append(cell)
+    for group in by_teacher.values():
+        _prepare_teacher(cfg, out, group)
+
+
+def _prepare_teacher(cfg: SweepConfig, out: Path, cells: list[CellSpec]) -> None:
+    """Load the teacher once, score it once, then cut every student it is asked for."""
+    from capgap.models.anymodel import load_any_model
+
+    teacher = cells[0].teacher
+    model, tokenizer = load_any_model(teacher.path)
+    scores = teacher_scores(cfg, out, teacher, model, tokenizer)
+    done: set[str] = set()
+    for cell in cells:
+        name = cell.student_name()
+        if name in done:
+            continue
+        make_student(model, tokenizer, scores, cell, student_dir(out, cell))
+        done.add(name)
+
+
+def teacher_scores(cfg: SweepConfig, out: Path, teacher: Teacher, model: Any,
+                   tokenizer: Any) -> Any:
+    """The teacher's expressiveness scores, computed once and cached on disk."""
+    from capgap.prune import Scores, score
+
+    folder = scores_dir(out, teacher)
+    if (folder / "scores.json").is_file():
+        return Scores.load(folder)
+    scores = score(model, calibration_batches(cfg, model, tokenizer), tokens=cfg.scoring.tokens)
+    scores.save(folder)
+    return scores
+
+
+def calibration_batches(cfg: SweepConfig, model: Any, tokenizer: Any) -> list[Any]:
+    """Training-split batches for scoring (the validation split stays unseen)."""
+    from capgap.data import PackedLoader, TokenStore, load_corpus
+    from capgap.evaluate.heldout import model_context
+
+    if tokenizer is None:
+        raise CapgapError("a teacher without a tokenizer cannot be scored on the corpus")
+    store = TokenStore.build_or_load(load_corpus(cfg.data.corpus), tokenizer)
+    seq_len = cfg.scoring.seq_len or cfg.data.seq_len or model_context(model)
+    loader = PackedLoader(store.train, seq_len=seq_len, batch_size=cfg.scoring.batch_size,
+                          seed=cfg.scoring.seed)
+    n = math.ceil(cfg.scoring.tokens / loader.tokens_per_step)
+    return [loader.batch(i) for i in range(n)]
+
+
+def make_student(teacher: Any, tokenizer: Any, scores: Any, cell: CellSpec, folder: Path) -> None:
+    """Prune ``teacher`` to the cell's size (and re-initialise it for ``init: scratch``)."""
+    from capgap.models.anymodel import save_any_model
+    from capgap.prune import prune
+
+    start = time.perf_counter()
+    result = prune(teacher, scores, target_params=cell.student_target,
+                   allocation=cell.allocation)
+    model = result.model
+    if cell.init == "scratch":
+        reinitialise(model, cell.seed)
+    save_any_model(model, tokenizer, folder, overwrite=True)
+    report = result.report
+    write_json(folder / STUDENT_META, {
+        "teacher": cell.teacher.name, "student_target": cell.student_target,
+        "allocation": cell.allocation, "init": cell.init, "seed": cell.seed,
+        "student_params": report["params_after_total"],
+        "student_params_ne": report["params_after_non_embedding"],
+        "sparsity": report["achieved_sparsity"],
+        "prune_s": round(time.perf_counter() - start, 3),
+    })
+
+
+def reinitialise(model: Any, seed: int) -> None:
+    """Fresh weights, same shapes: HF-style init (normal(0, initializer_range), zero biases,
+    unit norms), seeded so a scratch student is reproducible."""
+    import torch
+    from torch import nn
+
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm) or "RMSNorm" in type(module).__name__:
+                if getattr(module, "weight", None) is not None:
+                    module.weight.fill_(1.0)
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+
+
+def student_meta(out: Path, cell: CellSpec) -> dict[str, Any]:
+    """What ``make_student`` recorded about the cell's student."""
+    return json.loads((student_dir(out, cell) / STUDENT_META).read_text(encoding="utf-8"))
