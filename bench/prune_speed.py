@@ -8,7 +8,7 @@
   allocations. Target: SmolLM2-135M in ≤ 10 s, measured on a same-shape random
   LlamaConfig (hidden 576, 30 layers, 9 heads / 3 KV heads, FFN 1536, vocab 49152).
 
-    python bench/prune_speed.py                      # CPU, writes bench/out/prune_speed.json
+    python bench/prune_speed.py                      # CPU, writes bench/results/prune_speed.json
     python bench/prune_speed.py --device cuda --batch-size 8 --seq-len 512
 """
 

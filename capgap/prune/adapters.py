@@ -86,9 +86,6 @@ class Adapter:
     hidden_tied_to_heads: bool  # vanilla config derives head_dim = hidden / heads
     model_types: tuple[str, ...] = field(default=())
 
-    def get(self, root: nn.Module, path: str) -> nn.Module:
-        return root.get_submodule(path)
-
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.layers)
 

@@ -137,7 +137,11 @@ def make_student(teacher: Any, tokenizer: Any, scores: Any, cell: CellSpec, fold
 
 def reinitialise(model: Any, seed: int) -> None:
     """Fresh weights, same shapes: HF-style init (normal(0, initializer_range), zero biases,
-    unit norms), seeded so a scratch student is reproducible."""
+    unit norms), seeded so a scratch student is reproducible.
+
+    Every 2-D weight is redrawn, whatever its module class: GPT-2's attention and MLP are
+    ``Conv1D``, not ``nn.Linear``, and must not keep the teacher's pruned weights.
+    """
     import torch
     from torch import nn
 
@@ -145,8 +149,9 @@ def reinitialise(model: Any, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, nn.Parameter) and weight.ndim == 2:
+                weight.copy_(torch.randn(weight.shape, generator=gen) * std)
                 if getattr(module, "bias", None) is not None:
                     module.bias.zero_()
             elif isinstance(module, nn.LayerNorm) or "RMSNorm" in type(module).__name__:
