@@ -91,20 +91,31 @@ class RunDir:
         return cls(path, resumed=False, complete=False)
 
     # -- config -----------------------------------------------------------------------
-    def write_config(self, config: Any) -> None:
-        """Write the resolved config; on resume, refuse a config that differs."""
+    def write_config(self, config: Any, force: bool = False) -> list[str]:
+        """Write the resolved config; on resume, refuse one that differs unless ``force``.
+
+        Returns the differing keys (dotted paths). With ``force`` the new config replaces the
+        stored one and the change is logged, so the folder still says what the run used.
+        """
         target = self.path / CONFIG
         new = cfgmod.to_dict(config)
         if self.resumed and target.exists():
             old = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
-            diff = _first_difference(old, new)
-            if diff is not None:
+            diffs = _differences(old, new)
+            if not diffs:
+                return []
+            if not force:
+                keys = ", ".join(f"'{d}'" for d in diffs)
                 raise CapgapError(
-                    f"cannot resume {self.path}: config differs at '{diff}' from the one it "
-                    "started with; use the same config or --overwrite"
+                    f"cannot resume {self.path}: config differs at {keys} from the one it "
+                    "started with; use the same config, --force to continue with the new one, "
+                    "or --overwrite"
                 )
-            return
+            self.log({"event": "config_changed", "keys": diffs})
+            cfgmod.dump(config, target)
+            return diffs
         cfgmod.dump(config, target)
+        return []
 
     # -- metrics ----------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
@@ -170,19 +181,20 @@ class RunDir:
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Every dotted key at which two config trees differ, sorted."""
     if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
             where = f"{prefix}.{key}" if prefix else str(key)
             if key not in old or key not in new:
-                return where
-            diff = _first_difference(old[key], new[key], where)
-            if diff is not None:
-                return diff
-        return None
+                out.append(where)
+            else:
+                out.extend(_differences(old[key], new[key], where))
+        return out
     if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
         old, new = list(old), list(new)
-    return None if old == new else (prefix or "<root>")
+    return [] if old == new else [prefix or "<root>"]
 
 
 def iter_runs(root: str | Path) -> Iterator[Path]:

@@ -1,7 +1,8 @@
 """Distillation objectives: alpha * CE + (1 - alpha) * D(teacher || student), memory-bounded.
 
 ``distill_loss`` / ``lm_loss`` never build full-vocabulary logits (see :mod:`.chunked`);
-``naive_distill_loss`` is the straightforward reference. Divergences are chosen by name
+``naive_distill_loss`` is the straightforward reference. A teacher may also be given as cached
+top-k log-probabilities (:class:`TopKTeacher`, built by :mod:`capgap.distill.cache`). Divergences are chosen by name
 (:func:`list_divergences`); new ones join with ``@register_divergence("name")``.
 """
 
@@ -17,6 +18,8 @@ from capgap.distill.chunked import (
 from capgap.distill.losses import (
     IGNORE_INDEX,
     KDObjective,
+    TopKTeacher,
+    coarse_grain,
     distill_loss_from_logits,
     forward_kl,
     get_divergence,
@@ -36,7 +39,9 @@ __all__ = [
     "IGNORE_INDEX",
     "KDObjective",
     "LossOutput",
+    "TopKTeacher",
     "check_vocab",
+    "coarse_grain",
     "decoder_body",
     "distill_loss",
     "distill_loss_from_logits",

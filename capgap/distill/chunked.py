@@ -27,8 +27,10 @@ from torch import Tensor, nn
 from capgap.distill.losses import (
     IGNORE_INDEX,
     KDObjective,
+    TopKTeacher,
     distill_loss_from_logits,
     shift_and_flatten,
+    valid_next_token_mask,
 )
 from capgap.errors import CapgapError
 
@@ -121,6 +123,7 @@ def _chunk_loop(
     t_hidden: Tensor | None,
     t_weight: Tensor | None,
     t_bias: Tensor | None,
+    t_topk: TopKTeacher | None,
     targets: Tensor,
     objective: KDObjective,
     n_tokens: int,
@@ -130,6 +133,8 @@ def _chunk_loop(
     """Loss over all rows, chunk by chunk, with grads w.r.t. (hidden, weight, bias) where needed.
 
     hidden [N, H], weight [V, H], bias [V]; t_hidden [N, Ht], t_weight [V, Ht]; targets [N].
+    The teacher is either its hidden states and head (``t_hidden``) or cached top-k rows
+    (``t_topk``, fields [N, k] / [N]), or absent.
     Returns (loss, ce mean, kd mean or None, (grad_hidden, grad_weight fp32, grad_bias fp32)).
     """
     grad_h = torch.empty_like(hidden) if need[0] else None  # [N, H]
@@ -138,10 +143,10 @@ def _chunk_loop(
     w = weight.detach().requires_grad_(need[1])
     b = None if bias is None else bias.detach().requires_grad_(need[2])
     ce_total = hidden.new_zeros((), dtype=torch.float32)
-    kd_total = None if t_hidden is None else ce_total.clone()
+    kd_total = None if t_hidden is None and t_topk is None else ce_total.clone()
     for start in range(0, hidden.shape[0], chunk_size):
         rows = slice(start, start + chunk_size)
-        t_logits = None
+        t_logits = None if t_topk is None else t_topk.rows(rows)
         if t_hidden is not None:
             with torch.no_grad():  # teacher frozen; its dtype may be lower, fp32 inside sums()
                 t_logits = F.linear(t_hidden[rows], t_weight, t_bias)  # [C, V]
@@ -182,6 +187,7 @@ class _FusedHeadLoss(torch.autograd.Function):
         t_hidden: Tensor | None,
         t_weight: Tensor | None,
         t_bias: Tensor | None,
+        t_topk: TopKTeacher | None,
         targets: Tensor,
         objective: KDObjective,
         n_tokens: int,
@@ -189,8 +195,8 @@ class _FusedHeadLoss(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         need = tuple(ctx.needs_input_grad[:3])
         loss, ce, kd, grads = _chunk_loop(
-            hidden, weight, bias, t_hidden, t_weight, t_bias, targets, objective, n_tokens,
-            chunk_size, need,
+            hidden, weight, bias, t_hidden, t_weight, t_bias, t_topk, targets, objective,
+            n_tokens, chunk_size, need,
         )
         ctx.save_for_backward(*grads)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -204,7 +210,7 @@ class _FusedHeadLoss(torch.autograd.Function):
             None if g is None else (g * g_loss).to(dtype)
             for g, dtype in zip(ctx.saved_tensors, ctx.dtypes, strict=True)
         )
-        return (*scaled, None, None, None, None, None, None, None)
+        return (*scaled, None, None, None, None, None, None, None, None)
 
 
 def _hidden(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -241,17 +247,22 @@ def _fused_loss(
     objective: KDObjective,
     chunk_size: int,
     ignore_index: int,
+    teacher_topk: TopKTeacher | None = None,
 ) -> LossOutput:
     labels = input_ids if labels is None else labels
     _check_inputs(input_ids, labels, chunk_size)
-    if objective.needs_teacher:
+    t_topk = None
+    if objective.needs_teacher and teacher_topk is not None:
+        valid = valid_next_token_mask(labels, attention_mask, ignore_index)  # [B, T-1]
+        t_topk = teacher_topk.rows((slice(None), slice(0, -1))).rows(valid)  # [N, k], [N]
+    elif objective.needs_teacher:
         teacher = _teacher_ready(student, teacher, objective.alpha)
     head = lm_head(student)
     rows, targets = shift_and_flatten(
         _hidden(student, input_ids, attention_mask), labels, attention_mask, ignore_index
     )  # [N, H], [N]
     t_rows = t_weight = t_bias = None
-    if objective.needs_teacher:
+    if objective.needs_teacher and t_topk is None:
         with torch.no_grad():
             t_rows, _ = shift_and_flatten(
                 _hidden(teacher, input_ids, attention_mask), labels, attention_mask, ignore_index
@@ -260,7 +271,8 @@ def _fused_loss(
         t_weight, t_bias = t_head.weight.detach(), t_head.bias
         t_bias = None if t_bias is None else t_bias.detach()
     n = int(targets.numel())
-    args = (rows, head.weight, head.bias, t_rows, t_weight, t_bias, targets, objective, n, chunk_size)
+    args = (rows, head.weight, head.bias, t_rows, t_weight, t_bias, t_topk, targets, objective, n,
+            chunk_size)
     if not torch.is_grad_enabled():  # evaluation: values only (needs_input_grad ignores no_grad)
         loss, ce, kd, _ = _chunk_loop(*args, need=(False, False, False))
         return LossOutput(loss, ce, kd, n)
@@ -279,6 +291,7 @@ def distill_loss(
     divergence: str = "soft_ce",
     chunk_size: int = 1024,
     *,
+    teacher_topk: TopKTeacher | None = None,
     scale_kd_by_t2: bool = True,
     ignore_index: int = IGNORE_INDEX,
     **div_kwargs: Any,
@@ -290,10 +303,15 @@ def distill_loss(
     eval mode; it runs under ``no_grad`` and is not needed (nor run) when ``alpha == 1``.
     ``div_kwargs`` go to the divergence (e.g. ``beta`` for ``jsd``, ``skew`` for ``skew_*``).
     Equal, up to float rounding, to :func:`naive_distill_loss` in value and gradients.
+
+    ``teacher_topk`` (fields [B, T, k] / [B, T], e.g. from :mod:`capgap.distill.cache`)
+    replaces the teacher model: the divergence is then taken between the coarse-grained
+    distributions of :func:`~capgap.distill.losses.coarse_grain`.
     """
     objective = KDObjective(alpha, temperature, divergence, dict(div_kwargs), scale_kd_by_t2)
     return _fused_loss(
-        student, teacher, input_ids, labels, attention_mask, objective, chunk_size, ignore_index
+        student, teacher, input_ids, labels, attention_mask, objective, chunk_size, ignore_index,
+        teacher_topk,
     )
 
 

@@ -5,24 +5,35 @@ checks they share a vocabulary, tokenises the corpus once with the *student's* t
 and trains the student on ``alpha * CE + (1 - alpha) * D(teacher || student)`` through the
 chunked loss (no full-vocabulary logits of either model ever exist). ``alpha = 1`` needs
 no teacher: it is the "same student, no distillation" baseline the sweep runs beside every
-cell. The run folder follows the shared convention and ends with ``model/`` and the
-held-out scores in ``DONE.json``.
+cell. ``init: scratch`` trains a randomly initialised student of the same shape (the paper's
+named limit: its students were always initialised by pruning). ``teacher_cache`` replaces
+the online teacher by its top-k outputs computed once (:mod:`capgap.distill.cache`).
+
+The run folder follows the shared convention and ends with ``model/`` (in the student's own
+format: a vanilla HF folder or the capgap pruned format), ``metrics.json`` and
+``DONE.json``. Under ``torchrun`` the student is trained with DDP or FSDP2
+(:mod:`capgap.train.distributed`) and only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from capgap.distill.cache import CachedTeacherLoader, TeacherCacheConfig
+from capgap.distill.losses import TopKTeacher
 from capgap.errors import CapgapError
+from capgap.io import write_json
 from capgap.models.params import count_params
 from capgap.runs import RunDir
-from capgap.train.loop import OptimConfig, TrainConfig, autocast_for, train
+from capgap.train.distributed import Parallel, setup
+from capgap.train.loop import OptimConfig, TrainConfig, autocast_for, total_steps_for, train
 from capgap.train.pretrain import EvalConfig
 
 
@@ -37,7 +48,9 @@ class ObjectiveConfig:
     divergence_kwargs: dict[str, float] = field(default_factory=dict)
     """E.g. {beta: 0.5} for jsd, {skew: 0.1} for the skew KLs."""
     chunk_size: int = 1024
-    """Tokens per vocabulary chunk; caps logits memory at chunk_size x vocab per model."""
+    """Tokens per vocabulary chunk; caps logits memory at chunk_size x vocab per model. Also
+    the fastest setting measured at vocab 4096 (bench/distill_throughput.py: one chunk of
+    the whole micro-batch is slower, its [B*T, V] buffers fall out of cache)."""
 
     def validate(self) -> None:
         if not 0 <= self.alpha <= 1:
@@ -71,8 +84,11 @@ class DistillConfig:
     """The teacher's model folder; not needed when objective.alpha == 1."""
     teacher_dtype: str = "auto"
     """auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16: the frozen teacher may run lower."""
+    init: Literal["pretrained", "scratch"] = "pretrained"
+    """pretrained: train the given student weights; scratch: re-initialise them first."""
     data: DistillDataConfig = field(default_factory=DistillDataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    teacher_cache: TeacherCacheConfig = field(default_factory=TeacherCacheConfig)
     train: TrainConfig = field(default_factory=_default_train)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -81,6 +97,8 @@ class DistillConfig:
             raise CapgapError("distill: a student is required (--student DIR)")
         if self.objective.alpha < 1 and not self.teacher:
             raise CapgapError("distill: a teacher is required unless objective.alpha == 1")
+        if self.init not in ("pretrained", "scratch"):
+            raise CapgapError(f"init must be pretrained or scratch, got {self.init!r}")
 
 
 @dataclass
@@ -95,9 +113,19 @@ class DistillResult:
     seconds: float
     tokens_per_s: float
     model_dir: str
+    final_train_loss: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def metrics(self) -> dict[str, Any]:
+        """What ``metrics.json`` holds: the numbers a plot or table needs, flat."""
+        return {"final_train_loss": self.final_train_loss, "val_loss": self.val_loss,
+                "val_ppl": self.val_ppl, "val_bpb": self.val_bpb, "tokens": self.tokens,
+                "seconds": self.seconds, "tokens_per_s": self.tokens_per_s,
+                "params": self.student_params,
+                "params_non_embedding": self.student_params_non_embedding,
+                "teacher_params": self.teacher_params}
 
 
 def _teacher_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -110,13 +138,21 @@ def _teacher_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def make_step(teacher: nn.Module | None, obj: ObjectiveConfig):  # noqa: ANN201 - a StepFn
-    """The training step: the chunked distillation loss on one micro-batch."""
+    """The training step: the chunked distillation loss on one micro-batch.
+
+    A batch is input ids (B, T), or a dict that also carries cached teacher rows
+    (:class:`~capgap.distill.cache.CachedTeacherLoader`), in which case no teacher runs.
+    """
     from capgap.distill.chunked import distill_loss
 
-    def step(student: nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        out = distill_loss(student, teacher if obj.alpha < 1 else None, input_ids,
+    def step(student: nn.Module, batch: torch.Tensor | dict) -> tuple[torch.Tensor, dict]:
+        topk = None
+        if isinstance(batch, dict):
+            topk = TopKTeacher(batch["t_indices"], batch["t_logp"], batch["t_other"])
+            batch = batch["input_ids"]
+        out = distill_loss(student, teacher if obj.alpha < 1 and topk is None else None, batch,
                            alpha=obj.alpha, temperature=obj.temperature,
-                           divergence=obj.divergence, chunk_size=obj.chunk_size,
+                           divergence=obj.divergence, chunk_size=obj.chunk_size, teacher_topk=topk,
                            **obj.divergence_kwargs)
         metrics = {"ce": float(out.ce)}
         if out.kd is not None:
@@ -124,6 +160,26 @@ def make_step(teacher: nn.Module | None, obj: ObjectiveConfig):  # noqa: ANN201 
         return out.loss, metrics
 
     return step
+
+
+def reinit(model: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise every weight in place with the model's own ``_init_weights`` (same shapes).
+
+    Works for vanilla HF students and for global-pruned ones (per-layer shapes), which keep
+    their class, config and pruning record. Transformers 5 skips tensors flagged
+    ``_is_hf_initialized`` (set on load), so the flags are cleared first.
+    """
+    init = getattr(model, "init_weights", None)
+    if not callable(init):
+        raise CapgapError(f"--init scratch needs a Hugging Face model; {type(model).__name__} "
+                          "has no init_weights()")
+    for obj in (*model.modules(), *model.parameters(), *model.buffers()):
+        if getattr(obj, "_is_hf_initialized", False):
+            obj._is_hf_initialized = False
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        init()
+    return model
 
 
 def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any, nn.Module | None]:
@@ -134,6 +190,8 @@ def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any,
     student, tokenizer = load_any_model(cfg.student)
     if tokenizer is None:
         raise CapgapError(f"{cfg.student} has no tokenizer; the student's tokenizer feeds the data")
+    if cfg.init == "scratch":
+        reinit(student, cfg.train.seed)
     student = student.to(device=device, dtype=torch.float32)
     teacher = None
     if cfg.objective.alpha < 1:
@@ -144,51 +202,131 @@ def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any,
     return student, tokenizer, teacher
 
 
+def size_warning(student: nn.Module, teacher: nn.Module | None) -> str | None:
+    """A teacher smaller than its student is allowed (the law's own grid never makes one)."""
+    if teacher is None:
+        return None
+    n_s, n_t = count_params(student).total, count_params(teacher).total
+    if n_t >= n_s:
+        return None
+    return (f"the teacher ({n_t:,} params) is smaller than the student ({n_s:,}); "
+            "distilling anyway")
+
+
+def _open_run(cfg: DistillConfig, out: str | Path, resume: bool, overwrite: bool, force: bool,
+              par: Parallel) -> RunDir:
+    """Rank 0 opens the folder and checks the config; every rank gets a handle or the error."""
+    def open_main() -> tuple[bool, bool]:
+        run = RunDir.open(out, resume=resume, overwrite=overwrite)
+        if not run.complete:
+            run.write_config(cfg, force=force)
+        return run.resumed, run.complete
+
+    resumed, complete = par.on_main(open_main)
+    return RunDir(Path(out), resumed, complete)
+
+
+def _warn(run: RunDir, par: Parallel, message: str | None) -> None:
+    if message is not None and par.is_main:
+        print(f"capgap distill: warning: {message}", file=sys.stderr)
+        run.log({"event": "warning", "message": message})
+
+
+def _train_loader(cfg: DistillConfig, store: Any, seq_len: int, teacher: nn.Module | None,
+                  par: Parallel) -> Any:
+    """The packed loader, wrapped with the teacher cache when it is enabled."""
+    from capgap.data import PackedLoader
+    from capgap.distill.cache import TeacherCache, build_or_load
+
+    loader = PackedLoader(store.train, seq_len=seq_len, batch_size=cfg.train.micro_batch_size,
+                          seed=cfg.train.seed)
+    tc = cfg.teacher_cache
+    if not tc.enabled or teacher is None:
+        return loader
+    tc.validate()
+    micro = total_steps_for(cfg.train, loader.tokens_per_step * cfg.train.grad_accum)
+    micro *= cfg.train.grad_accum
+    path = par.on_main(lambda: build_or_load(teacher, loader, micro, tc, cfg.objective.temperature,
+                                             store.path.name).path)
+    return CachedTeacherLoader(loader, TeacherCache(path))
+
+
 def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-            device: str | None = None) -> DistillResult:
-    """Run (or resume) one distillation into ``out``; a finished run is returned as is."""
-    from capgap.data import PackedLoader, TokenStore, eval_batches, load_corpus, validation_text
-    from capgap.evaluate.heldout import evaluate_text, model_context
-    from capgap.models.anymodel import save_any_model
+            device: str | None = None, force: bool = False) -> DistillResult:
+    """Run (or resume) one distillation into ``out``; a finished run is returned as is.
+
+    ``force``: resume even though the config differs from the one the run started with
+    (the differing keys are logged and the new config is stored).
+    """
+    from capgap.data import TokenStore, load_corpus
+    from capgap.evaluate.heldout import model_context
     from capgap.runs import is_complete
 
     if resume and is_complete(out):
         return DistillResult(**RunDir(Path(out), True, True).summary()["result"])
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg.validate()
+    par = setup(cfg.train.parallel, device)
     torch.manual_seed(cfg.train.seed)
-    student, tokenizer, teacher = load_pair(cfg, dev)  # bad paths fail before --out is touched
-    run = RunDir.open(out, resume=resume, overwrite=overwrite)
-    run.write_config(cfg)
-    corpus = load_corpus(cfg.data.corpus)
-    store = TokenStore.build_or_load(corpus, tokenizer)
+    student, tokenizer, teacher = load_pair(cfg, par.device)  # bad input fails before --out
     seq_len = cfg.data.seq_len or model_context(student)
-    loader = PackedLoader(store.train, seq_len=seq_len, batch_size=cfg.train.micro_batch_size,
-                          seed=cfg.train.seed)
-    step = make_step(teacher, cfg.objective)
+    total_steps_for(cfg.train, cfg.train.micro_batch_size * cfg.train.grad_accum * seq_len)
+    run = _open_run(cfg, out, resume, overwrite, force, par)
+    _warn(run, par, size_warning(student, teacher))
+    corpus = load_corpus(cfg.data.corpus)
+    store = TokenStore.load(par.on_main(lambda: TokenStore.build_or_load(corpus, tokenizer).path))
+    loader = _train_loader(cfg, store, seq_len, teacher, par)
+    n_s = count_params(student)
+    n_t = None if teacher is None else count_params(teacher).total
+    cache = loader.cache.path if isinstance(loader, CachedTeacherLoader) else None
+    if cache is not None:
+        teacher = None  # its outputs are on disk: free the memory for the student
+        if par.is_main:
+            run.log({"event": "teacher_cache", "path": str(cache)})
+    t0 = time.perf_counter()
+    desc = f"distill {n_s.total / 1e6:.2f}M" + ("" if n_t is None else f" <- {n_t / 1e6:.2f}M")
+    result = train(student, loader, make_step(teacher, cfg.objective), cfg.train, run,
+                   eval_fn=_quick_eval(cfg, store, seq_len, par.device), desc=desc)
+    if par.is_main:
+        _finish(cfg, run, result, tokenizer, corpus, seq_len, n_s, n_t, cache, t0)
+    par.barrier()
+    par.close()
+    return DistillResult(**run.summary()["result"])
+
+
+def _quick_eval(cfg: DistillConfig, store: Any, seq_len: int, dev: torch.device):  # noqa: ANN202
+    """Periodic held-out loss on the first ``train.eval_tokens`` validation tokens."""
+    from capgap.data import eval_batches
+    from capgap.distill.chunked import lm_loss
 
     def quick_eval(m: nn.Module) -> dict[str, float]:
-        from capgap.distill.chunked import lm_loss
-
         with torch.no_grad(), autocast_for(cfg.train.precision, dev):
             losses = [float(lm_loss(m, x.to(dev)).loss) for x in
                       eval_batches(store.val, seq_len, cfg.eval.batch_size, cfg.train.eval_tokens)]
         return {"loss": sum(losses) / max(len(losses), 1)}
 
-    n_s = count_params(student)
-    t0 = time.perf_counter()
-    desc = f"distill {n_s.total / 1e6:.2f}M" + ("" if teacher is None else
-                                                f" <- {count_params(teacher).total / 1e6:.2f}M")
-    result = train(student, loader, step, cfg.train, run, eval_fn=quick_eval, desc=desc)
+    return quick_eval
+
+
+def _finish(cfg: DistillConfig, run: RunDir, result: Any, tokenizer: Any, corpus: Any,
+            seq_len: int, n_s: Any, n_t: int | None, cache: Path | None, t0: float) -> None:
+    """Rank 0: final held-out scores, the model in the student's format, metrics, DONE."""
+    from capgap.data import validation_text
+    from capgap.evaluate.heldout import evaluate_text
+    from capgap.models.anymodel import save_any_model
+
+    student = result.model
     final = evaluate_text(student, tokenizer, validation_text(corpus, cfg.eval.max_bytes or None),
                           seq_len, cfg.eval.batch_size)
     model_dir = save_any_model(student, tokenizer, run.path / "model", overwrite=True)
     res = DistillResult(
         val_loss=final.loss, val_ppl=final.ppl, val_bpb=final.bpb, student_params=n_s.total,
         student_params_non_embedding=n_s.non_embedding,
-        teacher_params=None if teacher is None else count_params(teacher).total,
+        teacher_params=n_t,
         tokens=result.tokens, seconds=result.seconds, tokens_per_s=result.tokens_per_s,
-        model_dir=str(model_dir))
+        model_dir=str(model_dir), final_train_loss=result.final_train_loss)
     run.log({"event": "final_eval", "step": result.steps, **final.to_dict(),
              "wall_s": time.perf_counter() - t0})
+    write_json(run.path / "metrics.json", {**res.metrics(), "heldout": final.to_dict(),
+                                           "init": cfg.init,
+                                           "teacher_cache": None if cache is None else str(cache)})
     run.finish({"result": res.to_dict(), "heldout": final.to_dict()})
-    return res

@@ -38,7 +38,7 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +183,55 @@ def _check_kwargs(name: str, fn: Divergence, kwargs: Mapping[str, Any]) -> None:
         )
 
 
+def _at_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """fp32 logits / tau (no copy at tau = 1)."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
+class TopKTeacher(NamedTuple):
+    """A teacher distribution kept as its k likeliest tokens plus the mass of all the others.
+
+    indices [..., k] (token ids), logp [..., k] (their log-probabilities at the distillation
+    temperature), other [...] (log of the remaining mass, 1 - sum of the top-k probabilities).
+    """
+
+    indices: Tensor
+    logp: Tensor
+    other: Tensor
+
+    def rows(self, index: Any) -> TopKTeacher:
+        """The same rows of every field (``index``: a slice or a boolean mask over rows)."""
+        return TopKTeacher(self.indices[index], self.logp[index], self.other[index])
+
+
+LOG_FLOOR = -1e4
+"""Log-probabilities are clamped here: exp() is exactly 0 in fp32, yet 0 * log stays finite."""
+
+
+def coarse_grain(student_logits: Tensor, teacher: TopKTeacher) -> tuple[Tensor, Tensor]:
+    """Both distributions over the k + 1 outcomes {top-k token 1, ..., token k, "other"}.
+
+    student_logits [N, V] (already divided by the temperature); returns (student, teacher)
+    log-probabilities [N, k + 1]. The teacher's residual mass is kept on an explicit "other"
+    bucket and compared with the student's mass outside the same k tokens, rather than
+    renormalising over the top-k: every top-k term of soft_ce / forward_kl is then exactly
+    the full-vocabulary term, and only the tail's sum_j p_j log q_j is replaced by
+    r log(sum_j q_j) (r = the tail mass). The result is the divergence between the two
+    coarse-grained distributions: exact when k = V - 1 or when the teacher's tail is
+    proportional to the student's, and for the f-divergences (KLs, JSD, TV) a lower bound
+    on the full one (data-processing inequality).
+    """
+    log_q = F.log_softmax(student_logits.float(), dim=-1)  # [N, V]
+    idx = teacher.indices.long()
+    s_top = log_q.gather(-1, idx)  # [N, k]
+    s_rest = torch.logsumexp(log_q.scatter(-1, idx, -math.inf), dim=-1)  # [N], no 1 - sum
+    student = torch.cat([s_top, s_rest.clamp_min(LOG_FLOOR)[:, None]], dim=-1)
+    t_top = teacher.logp.float().clamp_min(LOG_FLOOR)
+    t_rest = teacher.other.float().clamp_min(LOG_FLOOR)[:, None]
+    return student, torch.cat([t_top, t_rest], dim=-1)
+
+
 @dataclass(frozen=True)
 class KDObjective:
     """alpha * CE + (1 - alpha) * s * D at temperature tau, as per-chunk sums.
@@ -213,17 +262,40 @@ class KDObjective:
         return self.temperature**2 if self.scale_kd_by_t2 else 1.0
 
     def sums(
-        self, student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor
+        self, student_logits: Tensor, teacher_logits: Tensor | TopKTeacher | None, targets: Tensor
     ) -> tuple[Tensor, Tensor | None]:
-        """(sum of CE, sum of scaled D) over rows; logits [N, V] any dtype, targets [N]."""
+        """(sum of CE, sum of scaled D) over rows; logits [N, V] any dtype, targets [N].
+
+        The teacher is given as logits [N, V] or as cached top-k log-probabilities
+        (:class:`TopKTeacher`, already at this temperature; see :func:`coarse_grain`).
+        """
+        if self.needs_teacher and self._shares_log_softmax(teacher_logits):
+            return self._ce_and_soft_ce(student_logits, teacher_logits, targets)
         ce = F.cross_entropy(student_logits.float(), targets, reduction="sum")
         if not self.needs_teacher or teacher_logits is None:
             return ce, None
-        s_logits, t_logits = student_logits.float(), teacher_logits.float()
-        if self.temperature != 1.0:
-            s_logits, t_logits = s_logits / self.temperature, t_logits / self.temperature
+        s_logits = _at_temperature(student_logits, self.temperature)
+        if isinstance(teacher_logits, TopKTeacher):
+            s_logits, t_logits = coarse_grain(s_logits, teacher_logits)  # [N, k + 1] each
+        else:
+            t_logits = _at_temperature(teacher_logits, self.temperature)
         d = get_divergence(self.divergence)(s_logits, t_logits, **self.div_kwargs)  # [N]
         return ce, self.kd_scale * d.sum()
+
+    def _shares_log_softmax(self, teacher_logits: Tensor | TopKTeacher | None) -> bool:
+        """The paper's objective (soft CE at tau = 1) can reuse CE's student log-softmax."""
+        return (self.divergence == "soft_ce" and self.temperature == 1.0
+                and isinstance(teacher_logits, Tensor))
+
+    def _ce_and_soft_ce(
+        self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """CE and soft CE from one student log-softmax and one teacher softmax (the hot path:
+        same values as the general path, one [N, V] pass fewer forward and backward)."""
+        log_q = F.log_softmax(student_logits.float(), dim=-1)  # [N, V]
+        ce = F.nll_loss(log_q, targets, reduction="sum")
+        p = F.softmax(teacher_logits.float(), dim=-1)  # [N, V]
+        return ce, self.kd_scale * -(p * log_q).sum()
 
     def combine(self, ce_sum: Tensor, kd_sum: Tensor | None, n_tokens: int) -> Tensor:
         """The loss from sums: (alpha CE + (1 - alpha) KD) / max(n_tokens, 1)."""

@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``step-XXXXXXXX/`` holding
 
-* ``model.safetensors``      the weights (``safetensors.torch.save_model`` handles ties),
+* ``model.safetensors``      the weights (tied aliases stored once, restored on load),
 * ``optimizer.safetensors``  every tensor of the optimizer state, keyed ``state/<i>/<name>``,
 * ``rng.safetensors``        torch CPU (and CUDA) generator states,
 * ``state.json``             step, tokens seen, the optimizer's param groups, caller extras.
@@ -23,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 
-def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
+def _optimizer_to_flat(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into its tensors and a JSON-able rest.
+
+    Parameter keys are ints for a plain optimizer and parameter names (FQNs) for the full
+    state dict FSDP gathers; both survive the round trip.
+    """
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, state in sd["state"].items():
@@ -40,20 +44,49 @@ def _optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _optimizer_from_flat(
-    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
+def _key(idx: str) -> int | str:
+    return int(idx) if idx.isdigit() else idx
+
+
+def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict) -> dict[str, Any]:
+    state: dict[int | str, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, idx, name = key.split("/", 2)
-        state.setdefault(int(idx), {})[name] = value
+        state.setdefault(_key(idx), {})[name] = value
     for idx, values in meta["scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
+        state.setdefault(_key(idx), {}).update(values)
     groups = meta["param_groups"]
     for g in groups:  # JSON turned tuples into lists; AdamW unpacks betas either way
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
+
+
+def unique_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` without aliases (tied weights share storage; safetensors refuses duplicates)."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    out = {}
+    for name, t in sd.items():
+        key = (t.data_ptr(), tuple(t.shape))
+        if key in seen and t.numel():
+            continue
+        seen.add(key)
+        out[name] = t.detach().cpu().contiguous()
+    return out
+
+
+def fill_tied(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Add the tied names :func:`unique_tensors` dropped, from the name they alias in ``model``."""
+    by_param: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        by_param.setdefault(id(p), []).append(name)
+    out = dict(sd)
+    for names in by_param.values():
+        present = [n for n in names if n in out]
+        for n in names:
+            if n not in out and present:
+                out[n] = out[present[0]]
+    return out
 
 
 def _rng_state() -> dict[str, torch.Tensor]:
@@ -71,18 +104,18 @@ def _set_rng_state(states: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
-def save_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+def write_checkpoint(
+    path: Path, model_sd: dict[str, torch.Tensor], optim_sd: dict[str, Any], state: dict[str, Any]
 ) -> Path:
-    """Write a complete checkpoint folder at ``path`` atomically."""
+    """Write a complete checkpoint folder at ``path`` atomically from state dicts."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_file(unique_tensors(model_sd), str(tmp / "model.safetensors"))
         delay = float(os.environ.get("CAPGAP_FAULT_CKPT_SLEEP", "0") or 0)
         if delay:
             time.sleep(delay)  # test hook: widen the window a SIGKILL must survive
-        opt_tensors, opt_meta = _optimizer_to_flat(optimizer)
+        opt_tensors, opt_meta = _optimizer_to_flat(optim_sd)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file(_rng_state(), str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(
@@ -100,16 +133,34 @@ def save_checkpoint(
     return path
 
 
+def read_checkpoint(
+    path: Path, device: str = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(model state dict without tied aliases, optimizer state dict, JSON state); restores RNG."""
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    model_sd = load_file(str(path / "model.safetensors"), device=device)
+    optim_sd = _optimizer_from_flat(
+        load_file(str(path / "optimizer.safetensors"), device=device), state.pop("optimizer")
+    )
+    _set_rng_state(load_file(str(path / "rng.safetensors")))
+    return model_sd, optim_sd, state
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> Path:
+    """Checkpoint a plain (unwrapped) model and its optimizer; see :func:`write_checkpoint`."""
+    return write_checkpoint(path, model.state_dict(), optimizer.state_dict(), state)
+
+
 def load_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
-    """Restore weights, optimizer and RNG from ``path``; return the JSON state."""
-    load_model(model, str(path / "model.safetensors"), device=_device_of(model))
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    """Restore weights, optimizer and RNG of a plain model from ``path``; return the JSON state."""
+    model_sd, optim_sd, state = read_checkpoint(path, _device_of(model))
+    model.load_state_dict(fill_tied(model, model_sd))
     if optimizer is not None:
-        tensors = load_file(str(path / "optimizer.safetensors"), device=_device_of(model))
-        _optimizer_from_flat(optimizer, tensors, state["optimizer"])
-    _set_rng_state(load_file(str(path / "rng.safetensors")))
+        optimizer.load_state_dict(optim_sd)
     return state
 
 

@@ -4,7 +4,11 @@ What differs between stages is only the *step function* (how a batch becomes a l
 the loop takes one as an argument (a Protocol, not a base class). The loop owns what every
 stage needs identically: AdamW with the paper's defaults, cosine schedule with warm-up,
 gradient accumulation and clipping, bf16 autocast on CUDA, periodic held-out evaluation,
-atomic safetensors checkpoints, exact resume, a progress bar and a metrics JSONL.
+atomic safetensors checkpoints, exact resume, a progress bar and a metrics JSONL, and (under
+torchrun) DDP or FSDP2 over several processes (:mod:`capgap.train.distributed`).
+
+A step that produces a non-finite loss or gradient norm stops the run *before* the update,
+so no checkpoint of a bad state is ever written; the error names the last good checkpoint.
 
 Exact resume works because nothing is hidden in Python state: the learning rate is a pure
 function of the step, the loader's batch is a pure function of (seed, step), and weights,
@@ -17,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
@@ -25,7 +30,8 @@ from tqdm.auto import tqdm
 
 from capgap.errors import CapgapError
 from capgap.runs import RunDir
-from capgap.train.checkpoint import clean_partial, load_checkpoint, save_checkpoint
+from capgap.train.checkpoint import clean_partial, fill_tied, read_checkpoint, write_checkpoint
+from capgap.train.distributed import Parallel, StepModule, setup
 
 
 @dataclass
@@ -55,7 +61,7 @@ class TrainConfig:
     """How long and how to train; the token budget is the unit of work."""
 
     tokens: int = 1_000_000
-    """Training budget in tokens (rounded up to whole optimizer steps)."""
+    """Training budget in tokens (rounded up to whole optimizer steps; at least one step)."""
     micro_batch_size: int = 32
     grad_accum: int = 1
     seed: int = 0
@@ -69,6 +75,8 @@ class TrainConfig:
     keep_checkpoints: int = 1
     threads: int = 0
     """torch CPU threads (0: CAPGAP_THREADS or all cores)."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun (WORLD_SIZE > 1): replicate the model (ddp) or shard it (fsdp, FSDP2)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def validate(self) -> None:
@@ -76,23 +84,29 @@ class TrainConfig:
             raise CapgapError(f"train.tokens must be positive, got {self.tokens}")
         if self.micro_batch_size <= 0 or self.grad_accum <= 0:
             raise CapgapError("train.micro_batch_size and train.grad_accum must be positive")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise CapgapError(f"train.parallel must be ddp or fsdp, got {self.parallel!r}")
 
 
 class StepFn(Protocol):
-    """Turns one micro-batch into a scalar loss plus metrics to log."""
+    """Turns one micro-batch (what the loader gives) into a scalar loss plus metrics to log."""
 
     def __call__(
-        self, model: nn.Module, input_ids: torch.Tensor
+        self, model: nn.Module, batch: Any
     ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
 class Batches(Protocol):
-    """A loader whose batch is a pure function of the micro-step index."""
+    """A loader whose batch is a pure function of the micro-step index.
+
+    A batch is a (B, T) tensor of input ids or a dict of tensors with B rows (e.g. ids plus
+    cached teacher outputs); under several processes each rank takes its slice of the rows.
+    """
 
     seq_len: int
     batch_size: int
 
-    def batch(self, step: int) -> torch.Tensor: ...
+    def batch(self, step: int) -> torch.Tensor | dict[str, torch.Tensor]: ...
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -146,6 +160,117 @@ class TrainResult:
     tokens_per_s: float
     final_train_loss: float
     last_eval: dict[str, float]
+    model: nn.Module | None = None
+    """The trained model, unwrapped (under FSDP a rebuilt plain copy on rank 0, None elsewhere)."""
+
+
+def total_steps_for(cfg: TrainConfig, tokens_per_step: int) -> int:
+    """Optimizer steps the budget buys; a budget below one step is refused, not rounded up."""
+    if cfg.tokens < tokens_per_step:
+        raise CapgapError(
+            f"train.tokens={cfg.tokens:,} is less than one optimizer step ({tokens_per_step:,} "
+            "tokens = micro_batch_size x grad_accum x seq_len); raise the budget or shrink the batch"
+        )
+    return math.ceil(cfg.tokens / tokens_per_step)
+
+
+def make_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
+        foreach=False,  # the same kernel every run: bitwise-equal resume on CPU
+    )
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: v.to(device) for k, v in batch.items()}
+    return batch.to(device)
+
+
+def accumulate(
+    wrapped: nn.Module, loader: Batches, step: int, cfg: TrainConfig, par: Parallel,
+    device: torch.device,
+) -> tuple[float, dict[str, Any]]:
+    """Forward and backward over the step's ``grad_accum`` micro-batches (this rank's rows).
+
+    Returns the loss and metrics averaged over micro-batches and ranks (each rank sees the
+    same number of tokens, so this is the global-batch mean); with several ranks the metrics
+    also hold ``loss_by_rank``.
+    """
+    loss_sum, metrics = 0.0, {}
+    for k in range(cfg.grad_accum):
+        batch = _to(par.shard(loader.batch(step * cfg.grad_accum + k)), device)
+        with par.grad_sync(wrapped, k == cfg.grad_accum - 1), autocast_for(cfg.precision, device):
+            loss, m = wrapped(batch)
+        (loss / cfg.grad_accum).backward()
+        loss_sum += float(loss.detach()) / cfg.grad_accum
+        for key, v in m.items():
+            metrics[key] = metrics.get(key, 0.0) + float(v) / cfg.grad_accum
+    keys = sorted(metrics)
+    per_rank = par.gather([loss_sum, *(metrics[k] for k in keys)])
+    loss_sum, *values = (sum(col) / par.world for col in zip(*per_rank, strict=True))
+    out = dict(zip(keys, values, strict=True))
+    if par.world > 1:
+        out["loss_by_rank"] = [r[0] for r in per_rank]
+    return loss_sum, out
+
+
+def _diverged(what: str, value: float, step: int, run: RunDir, desc: str) -> CapgapError:
+    """Stop before the bad update touches the weights; point at the state to resume from."""
+    last = run.latest_checkpoint()
+    where = (f"the last good checkpoint is {last}" if last is not None
+             else "no checkpoint was written yet")
+    return CapgapError(
+        f"{desc}: {what} became {value} at step {step + 1}; stopped before updating the "
+        f"weights and {where}. Lower optim.lr (or raise warmup_frac), then continue with "
+        "--resume --force"
+    )
+
+
+def _resume(run: RunDir, par: Parallel, wrapped: nn.Module, model: nn.Module,
+            optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    """(step, elapsed seconds) restored from the run's newest complete checkpoint, if any."""
+    if not run.resumed:
+        return 0, 0.0
+
+    def newest() -> Path | None:
+        clean_partial(run.checkpoint_root)
+        return run.latest_checkpoint()
+
+    ckpt = par.on_main(newest)
+    if ckpt is None:
+        return 0, 0.0
+    model_sd, optim_sd, state = read_checkpoint(ckpt, str(par.device))
+    par.load_state_dicts(wrapped, model, optimizer, fill_tied(model, model_sd), optim_sd)
+    step = int(state["step"])
+    if par.is_main:
+        run.truncate_metrics(step)
+        run.log({"event": "resume", "step": step, "checkpoint": ckpt.name})
+    return step, float(state.get("elapsed", 0.0))
+
+
+def _checkpoint(run: RunDir, par: Parallel, wrapped: nn.Module, model: nn.Module,
+                optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> None:
+    model_sd, optim_sd = par.state_dicts(wrapped, model, optimizer)  # collective under FSDP
+    if par.is_main:
+        write_checkpoint(run.checkpoint_path(state["step"]), model_sd, optim_sd, state)
+        run.prune_checkpoints(keep)
+    par.barrier()
+
+
+def _log_sharding(run: RunDir, par: Parallel, wrapped: nn.Module) -> None:
+    """Record how the student is split over ranks (tests check FSDP really shards)."""
+    if par.world == 1:
+        return
+    params = list(wrapped.parameters())
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+    total = sum(p.numel() for p in params)
+    dtensors = sum(hasattr(p, "to_local") for p in params)
+    all_local = [0] * par.world
+    torch.distributed.all_gather_object(all_local, local)
+    if par.is_main:
+        run.log({"event": "parallel", "mode": par.mode, "world": par.world, "params": total,
+                 "local_params": all_local, "dtensor_params": dtensors, "n_params": len(params)})
 
 
 def train(
@@ -158,83 +283,75 @@ def train(
     desc: str = "train",
     extra_state: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place for ``cfg.tokens`` tokens, resuming from ``run`` if possible."""
+    """Train ``model`` for ``cfg.tokens`` tokens, resuming from ``run`` if possible.
+
+    With one process the model is trained in place. Under ``torchrun`` (``WORLD_SIZE > 1``)
+    it is wrapped per ``cfg.parallel`` (see :mod:`capgap.train.distributed`); only rank 0
+    writes to ``run``. Use ``TrainResult.model`` afterwards: under FSDP it is a plain copy.
+    """
     from capgap.runs import env_threads
 
     torch.set_num_threads(cfg.threads or env_threads())
-    device = next(model.parameters()).device
+    par = setup(cfg.parallel)
+    device = par.device if par.world > 1 else next(model.parameters()).device
     tokens_per_step = loader.batch_size * loader.seq_len * cfg.grad_accum
-    total_steps = max(1, math.ceil(cfg.tokens / tokens_per_step))
+    total_steps = total_steps_for(cfg, tokens_per_step)
     eval_every = cfg.eval_every or max(1, total_steps // 5)
     ckpt_every = cfg.checkpoint_every or max(1, total_steps // 10)
-    o = cfg.optim
-    optimizer = torch.optim.AdamW(
-        param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
-        foreach=False,  # the same kernel every run: bitwise-equal resume on CPU
-    )
-    step, elapsed = 0, 0.0
-    if run.resumed:
-        clean_partial(run.checkpoint_root)
-        ckpt = run.latest_checkpoint()
-        if ckpt is not None:
-            state = load_checkpoint(ckpt, model, optimizer)
-            step, elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
-            run.truncate_metrics(step)
-            run.log({"event": "resume", "step": step})
+    skeleton = par.skeleton(model)
+    wrapped = par.wrap(StepModule(model, step_fn))
+    optimizer = make_optimizer(wrapped, cfg.optim)
+    _log_sharding(run, par, wrapped)
+    step, elapsed = _resume(run, par, wrapped, model, optimizer)
     flops_per_token = matmul_flops_per_token(model, loader.seq_len)
-    model.train()
+    wrapped.train()
     last_loss, last_eval = float("nan"), {}
     bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", dynamic_ncols=True,
-               mininterval=1.0, leave=False)
+               mininterval=1.0, leave=False, disable=not par.is_main)
     window_t, window_tokens = time.perf_counter(), 0
     while step < total_steps:
         t0 = time.perf_counter()
-        lr = lr_at(step, total_steps, o)
+        lr = lr_at(step, total_steps, cfg.optim)
         for g in optimizer.param_groups:
             g["lr"] = lr
-        metrics: dict[str, float] = {}
-        loss_sum = 0.0
-        for k in range(cfg.grad_accum):
-            input_ids = loader.batch(step * cfg.grad_accum + k).to(device)
-            with autocast_for(cfg.precision, device):
-                loss, m = step_fn(model, input_ids)
-            (loss / cfg.grad_accum).backward()
-            loss_sum += float(loss.detach()) / cfg.grad_accum
-            for key, v in m.items():
-                metrics[key] = metrics.get(key, 0.0) + float(v) / cfg.grad_accum
-        if not math.isfinite(loss_sum):
-            raise CapgapError(f"{desc}: loss became {loss_sum} at step {step}; lower optim.lr")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip))
+        loss, metrics = accumulate(wrapped, loader, step, cfg, par, device)
+        if not math.isfinite(loss):
+            raise _diverged("the loss", loss, step, run, desc)
+        grad_norm = par.clip_grad_norm(wrapped, cfg.optim.grad_clip)
+        if not math.isfinite(grad_norm):
+            raise _diverged("the gradient norm", grad_norm, step, run, desc)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         dt = time.perf_counter() - t0
         elapsed += dt
         window_tokens += tokens_per_step
-        last_loss = loss_sum
+        last_loss = loss
         now = time.perf_counter()
         tok_s = window_tokens / max(now - window_t, 1e-9)
         if now - window_t > 5:
             window_t, window_tokens = now, 0
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tok_s:,.0f}",
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}",
                         gflops=f"{tok_s * flops_per_token / 1e9:.1f}")
-        record = {"step": step, "tokens": step * tokens_per_step, "loss": loss_sum, "lr": lr,
+        record = {"step": step, "tokens": step * tokens_per_step, "loss": loss, "lr": lr,
                   "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / dt, **metrics}
         if eval_fn is not None and (step % eval_every == 0 or step == total_steps):
-            model.eval()
-            last_eval = eval_fn(model)
-            model.train()
+            wrapped.eval()
+            with par.gathered(wrapped):  # every rank evaluates (FSDP needs all in lockstep)
+                last_eval = eval_fn(model)
+            wrapped.train()
             record.update({f"val_{k}": v for k, v in last_eval.items()})
-        run.log(record)
+        if par.is_main:
+            run.log(record)
         if step % ckpt_every == 0 and step < total_steps:
             state = {"step": step, "elapsed": elapsed, "tokens": step * tokens_per_step,
                      **(extra_state or {})}
-            save_checkpoint(run.checkpoint_path(step), model, optimizer, state)
-            run.prune_checkpoints(cfg.keep_checkpoints)
+            _checkpoint(run, par, wrapped, model, optimizer, state, cfg.keep_checkpoints)
     bar.close()
-    model.eval()
+    wrapped.eval()
+    plain = par.unwrap(wrapped, model, skeleton)
     tokens = total_steps * tokens_per_step
     return TrainResult(steps=total_steps, tokens=tokens, seconds=elapsed,
                        tokens_per_s=tokens / max(elapsed, 1e-9), final_train_loss=last_loss,
-                       last_eval=last_eval)
+                       last_eval=last_eval, model=plain)

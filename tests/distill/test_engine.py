@@ -88,3 +88,92 @@ def test_cli_errors(pair, tmp_path, capsys):
                  "--divergence", "nope", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and err.count("\n") == 1
+
+
+def test_run_folder_has_metrics_json(pair, tmp_path):
+    teacher, student, root = pair
+    res = distill(cfg_for(teacher, student, root / "corpus.txt"), tmp_path / "m")
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["val_loss"] == pytest.approx(res.val_loss)
+    assert metrics["tokens"] == res.tokens == 32 * 8 * 6 and metrics["seconds"] > 0
+    assert metrics["teacher_params"] > metrics["params"] > 0
+    train_losses = [r["loss"] for r in map(json.loads, (tmp_path / "m" / "metrics.jsonl")
+                                           .read_text().splitlines()) if "event" not in r]
+    assert metrics["final_train_loss"] == pytest.approx(train_losses[-1])
+    assert {"val_ppl", "val_bpb", "params_non_embedding"} <= set(metrics)
+
+
+def test_budget_below_one_step_is_refused(pair, tmp_path):
+    teacher, student, root = pair
+    cfg = cfg_for(teacher, student, root / "corpus.txt")
+    cfg.train.tokens = 8 * 32 - 1  # one step is micro_batch_size x seq_len = 256 tokens
+    with pytest.raises(CapgapError, match="less than one optimizer step"):
+        distill(cfg, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_smaller_teacher_warns_once(pair, tmp_path, capsys):
+    teacher, student, root = pair
+    distill(cfg_for(student, teacher, root / "corpus.txt"), tmp_path / "w")  # roles swapped
+    err = capsys.readouterr().err
+    assert err.count("smaller than the student") == 1
+    events = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events if e.get("event") == "warning"] == ["warning"]
+
+
+def test_resume_with_changed_config_names_every_key(pair, tmp_path):
+    from capgap.runs import RunDir
+
+    teacher, student, root = pair
+    cfg = cfg_for(teacher, student, root / "corpus.txt")
+    RunDir.open(tmp_path / "r").write_config(cfg)  # an interrupted run: config, no checkpoint
+    changed = cfg_for(teacher, student, root / "corpus.txt", alpha=0.3)
+    changed.train.optim.lr = 1e-3
+    with pytest.raises(CapgapError, match=r"'objective.alpha', 'train.optim.lr'.*--force"):
+        distill(changed, tmp_path / "r", resume=True)
+    distill(changed, tmp_path / "r", resume=True, force=True)
+    events = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert {"event": "config_changed", "keys": ["objective.alpha", "train.optim.lr"]}.items() \
+        <= next(e for e in events if e.get("event") == "config_changed").items()
+
+
+def test_scratch_init_reinitialises_same_shape(pair):
+    from capgap.distill.engine import reinit
+    from capgap.models.anymodel import load_any_model
+
+    _, student, _ = pair
+    given, _ = load_any_model(student)
+    a, b = reinit(load_any_model(student)[0], 0), reinit(load_any_model(student)[0], 0)
+    w = "gpt_neox.layers.0.mlp.dense_h_to_4h.weight"
+    sa, sb, sg = a.state_dict(), b.state_dict(), given.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # seeded: reproducible
+    assert sa.keys() == sg.keys() and all(sa[k].shape == sg[k].shape for k in sa)
+    assert not torch.equal(sa[w], sg[w])
+    assert sa[w].std().item() == pytest.approx(a.config.initializer_range, rel=0.2)
+
+
+def test_global_pruned_student_keeps_its_format(pair, tmp_path, tiny_tokenizer, tiny_token_store):
+    """A capgap-format (global allocation) student distils, from scratch too, and stays so."""
+    from capgap.data import PackedLoader
+    from capgap.models.anymodel import PRUNING_META, load_any_model
+    from capgap.prune import prune, save_pruned, score
+
+    teacher, _, root = pair
+    model, _ = load_any_model(teacher)
+    calib = PackedLoader(tiny_token_store.train, seq_len=32, batch_size=4)
+    scores = score(model, [calib.batch(i) for i in range(2)])
+    pruned = save_pruned(prune(model, scores, sparsity=0.5, allocation="global"), tiny_tokenizer,
+                         tmp_path / "pruned", export="capgap")
+    cfg = cfg_for(teacher, pruned, root / "corpus.txt")
+    cfg.init = "scratch"
+    res = distill(cfg, tmp_path / "kd")
+    out = tmp_path / "kd" / "model"
+    assert (out / PRUNING_META).exists()
+    reloaded, _ = load_any_model(out)
+    src, _ = load_any_model(pruned)
+    assert {k: v.shape for k, v in reloaded.state_dict().items()} == \
+        {k: v.shape for k, v in src.state_dict().items()}
+    from capgap.evaluate.api import evaluate_model
+
+    again = evaluate_model(str(out), corpus=str(root / "corpus.txt"), max_bytes=4000, seq_len=32)
+    assert again["loss"] == pytest.approx(res.val_loss, rel=1e-5)

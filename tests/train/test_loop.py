@@ -84,3 +84,39 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(a, b)
     steps = [r["step"] for r in RunDir(tmp_path / "part", True, False).metrics() if "loss" in r]
     assert steps == sorted(steps) and steps[-1] == 12
+
+
+def test_nonfinite_loss_stops_before_the_update_and_keeps_last_good(tmp_path):
+    import pytest
+
+    from capgap.errors import CapgapError
+    from capgap.train.checkpoint import load_checkpoint
+
+    calls = {"n": 0}
+
+    def blows_up_at_step_6(model, x):
+        calls["n"] += 1
+        loss = model(input_ids=x, labels=x).loss
+        return (loss * float("nan") if calls["n"] == 6 else loss), {}
+
+    cfg = TrainConfig(tokens=16 * 4 * 12, micro_batch_size=4, checkpoint_every=2, threads=1,
+                      keep_checkpoints=5)
+    model, run = tiny_model(), RunDir.open(tmp_path / "r")
+    with pytest.raises(CapgapError, match=r"at step 6.*last good checkpoint is .*step-00000004"):
+        train(model, RandomBatches(), blows_up_at_step_6, cfg, run)
+    assert [c.name for c in run.checkpoints()] == ["step-00000002", "step-00000004"]
+    after_5 = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(torch.isfinite(v).all() for v in after_5.values())  # the NaN step never applied
+    at_4 = tiny_model(seed=3)
+    load_checkpoint(run.checkpoints()[-1], at_4)
+    assert not all(torch.equal(after_5[k], v) for k, v in at_4.state_dict().items())
+
+
+def test_budget_below_one_step_is_an_error(tmp_path):
+    import pytest
+
+    from capgap.errors import CapgapError
+
+    cfg = TrainConfig(tokens=16 * 4 - 1, micro_batch_size=4, threads=1)
+    with pytest.raises(CapgapError, match="less than one optimizer step"):
+        train(tiny_model(), RandomBatches(), step_fn, cfg, RunDir.open(tmp_path / "r"))
