@@ -99,6 +99,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
             raise CapgapError(f"{where}: unknown key '{key}'{hint}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    data = {k: _with_defaults(fields[k], v) for k, v in data.items()}
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         obj = cls(**kwargs)
@@ -108,6 +110,27 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     if callable(validate):
         validate()
     return obj
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _with_defaults(f: dataclasses.Field, value: Any) -> Any:
+    """A partial section is laid over the field's *own* default, not its class's defaults.
+
+    ``train: {micro_batch_size: 8}`` must keep the other values the enclosing config chose
+    for ``train`` (e.g. pretraining's lr 1e-3), not reset them to ``TrainConfig()``'s.
+    """
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return _merge(to_dict(default), value)
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

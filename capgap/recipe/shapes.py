@@ -241,6 +241,7 @@ def _binding(config: PretrainedConfig, g: Geometry, kept: list[int], s: Geometry
     }
     if not depth_fixed:
         steps["symmetric layer drops (2 layers)"] = 2 * layer
+    steps = {k: v for k, v in steps.items() if v > 0}  # a knob already at its minimum has no step
     name, step = min(steps.items(), key=lambda kv: kv[1])
     return f"{name}: one step = {step / base:.1%} of the size"
 

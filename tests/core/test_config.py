@@ -67,3 +67,13 @@ def test_dump_roundtrip(tmp_path):
     cfg = Outer(sizes=["a"], inner=Inner(lr=0.5, mode="b"))
     config.dump(cfg, tmp_path / "r.yaml")
     assert config.load(Outer, tmp_path / "r.yaml") == cfg
+
+
+@dataclass
+class WithFactory:
+    inner: Inner = field(default_factory=lambda: Inner(lr=0.5, mode="b"))
+
+
+def test_partial_section_keeps_the_fields_own_defaults(tmp_path):
+    cfg = config.load(WithFactory, None, ["inner.mode=a"])
+    assert cfg.inner == Inner(lr=0.5, mode="a")  # not Inner()'s lr=1e-3
