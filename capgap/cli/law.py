@@ -55,7 +55,8 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--law", required=True, help="law.json written by capgap law fit")
+    p.add_argument("--law", help="law.json written by capgap law fit (default: the paper's "
+                   "published T* = 2.5·S in total parameters, which has no interval)")
     p.add_argument("--student-params", required=True, metavar="N",
                    help="student size in the law's unit, e.g. 3B, 350M, 1.2e9")
     p.add_argument("--teachers", metavar="A,B,C",
@@ -176,9 +177,10 @@ def _num(x: float | None, spec: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from capgap.law import load_law, parse_size, parse_sizes, predict
+    from capgap.law import parse_size, parse_sizes, predict
+    from capgap.law.predict import paper_law
 
-    law = load_law(args.law)
+    law = args.law if args.law else paper_law()
     teachers = parse_sizes(args.teachers) if args.teachers else None
     rec = predict(law, parse_size(args.student_params), teachers)
     if args.json:
@@ -196,7 +198,7 @@ def summarise_prediction(rec: Any) -> str:
     fmt = partial(format_size, si=si)
     pct = f"{rec.ci_level:.0%}"
     lines = [
-        f"student {fmt(rec.student_params)} ({rec.size_unit}):",
+        f"student {fmt(rec.student_params)} ({rec.size_unit}), law from {rec.source}:",
         f"  linear law       T* = a·N + b = {fmt(rec.teacher_linear)}   "
         f"{pct} CI {_interval(rec.teacher_linear_ci, fmt)}",
         f"  proportional law T* = k·N     = {fmt(rec.teacher_ratio)}   "

@@ -25,6 +25,19 @@ from capgap.law.units import AS_GIVEN, format_size
 
 _REQUIRED = ("status", "slope", "intercept", "ratio", "ratio_ci", "size_range", "size_unit")
 
+PAPER_SOURCE = "paper: Zhang et al. 2023 (arXiv 2311.07052), T* = 2.5·S in total parameters"
+
+
+def paper_law() -> dict[str, Any]:
+    """The paper's published law, T* ≈ 2.5·S (total parameters), used when no law is given.
+
+    It comes with no interval: the paper reports a point estimate (R² ≈ 0.996) only. Its
+    size range is GPT-2/Pythia pilot students (~50M-1B), so extrapolation warnings apply.
+    """
+    return {"status": "ok", "slope": 2.5, "intercept": 0.0, "ratio": 2.5, "ratio_ci": None,
+            "slope_ci": None, "intercept_ci": None, "size_range": [5e7, 1.2e9],
+            "size_unit": "total parameters", "source": PAPER_SOURCE}
+
 
 @dataclass
 class Recommendation:
@@ -42,13 +55,20 @@ class Recommendation:
     ci_level: float
     ranking: list[tuple[float, float]] = field(default_factory=list)  # (T, |ln T/T*|)
     warnings: list[str] = field(default_factory=list)
+    source: str = "fitted"  # a law.json path, or the paper's published law
+
+    @property
+    def interval(self) -> list[float] | None:
+        """The interval of the T* used (``target``): None for the paper's point estimate."""
+        return self.teacher_linear_ci if self.basis == "linear" else self.teacher_ratio_ci
 
     @property
     def closest_teacher(self) -> float | None:
         return self.ranking[0][0] if self.ranking else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"closest_teacher": self.closest_teacher}
+        return {"teacher_params": self.target, "interval": self.interval,
+                "source": self.source, **asdict(self), "closest_teacher": self.closest_teacher}
 
 
 def load_law(path: str | Path) -> dict[str, Any]:
@@ -75,7 +95,9 @@ def check_law(law: Any, name: str = "law") -> dict[str, Any]:
 def predict(law: Mapping[str, Any] | str | Path, student_params: float,
             teachers: Sequence[float] | None = None) -> Recommendation:
     """Recommend T* for ``student_params`` (in the law's size unit) and rank ``teachers``."""
+    source = str(law) if isinstance(law, (str, Path)) else None
     law = load_law(law) if isinstance(law, (str, Path)) else check_law(law)
+    source = law.get("source") or source or "fitted"
     n = float(student_params)
     if not math.isfinite(n) or n <= 0:
         raise CapgapError(f"student size must be a positive number, got {student_params}")
@@ -88,7 +110,7 @@ def predict(law: Mapping[str, Any] | str | Path, student_params: float,
         teacher_ratio_ci=[c * n for c in law["ratio_ci"]] if law["ratio_ci"] else None,
         target=linear if linear > 0 else ratio, basis="linear" if linear > 0 else "ratio",
         extrapolation=_extrapolation(law["size_range"], n), size_unit=law["size_unit"],
-        ci_level=float(law.get("ci_level", 0.95)))
+        ci_level=float(law.get("ci_level", 0.95)), source=source)
     if linear <= 0:
         rec.warnings.append(f"the linear law gives T* = {format_size(linear, si)} <= 0 here; "
                             "ranking uses the proportional law")
