@@ -21,6 +21,7 @@ from capgap.sweep.backends import execute, threads_per_worker
 from capgap.sweep.cell import cell_payload
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, build_grid, cell_key
+from capgap.sweep.lock import driver_lock
 from capgap.sweep.store import DB_NAME, Store
 from capgap.sweep.students import prepare_students, resolve_teachers, student_dir, student_meta
 
@@ -52,6 +53,12 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, workers: int = 1, backend: s
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with driver_lock(out):
+        return _run_locked(cfg, out, workers, backend, progress, start)
+
+
+def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progress: bool,
+                start: float) -> SweepSummary:
     cfgmod.dump(cfg, out / "sweep.yaml")
     teachers = resolve_teachers(cfg, out)
     grid = {cell_key(cfg, c): c for c in build_grid(cfg, teachers)}
