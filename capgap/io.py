@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,19 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def iter_jsonl(lines: Iterable[str], where: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed row) for each non-blank JSON line; bad JSON is a one-line error."""
+    from capgap.errors import CapgapError
+
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CapgapError(f"{where}:{lineno}: invalid JSON ({e.msg})") from None
 
 
 def dumps_line(obj: Any) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from capgap.errors import CapgapError
+from capgap.io import iter_jsonl
 
 # ~2 % of the 10.5 MB embedded corpus, i.e. ~200 KB of validation text: enough for a
 # bits-per-byte estimate whose noise is well below the gaps a sweep looks for, small enough
@@ -316,13 +317,7 @@ def _read_file(path: Path, doc_id: str, text_field: str) -> Iterator[Document]:
 
 def _parse_jsonl(f: TextIO, where: str, text_field: str, id_prefix: str) -> Iterator[Document]:
     """Documents from JSON lines; a row's ``id`` field, if present, names its document."""
-    for lineno, line in enumerate(f, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CapgapError(f"{where}:{lineno}: invalid JSON ({e.msg})") from None
+    for lineno, row in iter_jsonl(f, where):
         if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
             keys = sorted(row) if isinstance(row, dict) else type(row).__name__
             raise CapgapError(

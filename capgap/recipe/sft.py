@@ -15,7 +15,6 @@ function of (seed, step), so a killed run resumes exactly.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from capgap.errors import CapgapError
-from capgap.io import write_json
+from capgap.io import iter_jsonl, write_json
 from capgap.runs import RunDir
 from capgap.train.loop import OptimConfig, TrainConfig
 
@@ -98,13 +97,7 @@ def load_conversations(data: str) -> list[list[dict[str, str]]]:
     one assistant turn (else there is nothing to learn from it)."""
     path = data_path(data)
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CapgapError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    for lineno, row in iter_jsonl(path.read_text(encoding="utf-8").splitlines(), str(path)):
         msgs = row.get("messages") if isinstance(row, dict) else None
         ok = isinstance(msgs, list) and all(
             isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
