@@ -112,10 +112,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     return obj
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``: nested mappings merge key by key, anything else replaces."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -130,7 +131,7 @@ def _with_defaults(f: dataclasses.Field, value: Any) -> Any:
     default = f.default_factory()
     if not dataclasses.is_dataclass(default):
         return value
-    return _merge(to_dict(default), value)
+    return merge_dicts(to_dict(default), value)
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:

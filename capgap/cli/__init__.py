@@ -24,6 +24,7 @@ STAGES: list[str] = [
     "prune",
     "distill",
     "sweep",
+    "study",
     "law",
     "report",
     "recipe",

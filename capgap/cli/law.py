@@ -139,7 +139,7 @@ def _fit_header(law: dict[str, Any]) -> str:
     what = "" if metric is None else (
         f", metric '{metric['name']}' ({'higher' if metric['higher_is_better'] else 'lower'} "
         f"is better), optimum {law['optimum']}")
-    return (f"capgap law: {law['n_points']} student size(s) in the fit "
+    return (f"capgap law: {law['n_points']} point(s) in the fit "
             f"({law['size_unit']}{what})")
 
 

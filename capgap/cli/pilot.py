@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from capgap.cli.common import table
     from capgap.report import build_report, summary_table
+    from capgap.report.tables import TEACHER_COLUMNS, teacher_rows
     from capgap.sweep import SweepConfig, run_sweep
 
     cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")
@@ -32,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     summary = run_sweep(cfg, args.out, workers=args.workers, backend=args.backend,
                         progress=not args.no_progress)
     print(summary_table(args.out))
+    teachers = teacher_rows(args.out)
+    if teachers:
+        print("teachers (micro models, far from converged: see tok/param):")
+        print(table(teachers, TEACHER_COLUMNS))
     print(describe_summary(summary))
     print(f"report: {build_report(args.out)}")
     return 0 if summary.failed == 0 else 1

@@ -17,6 +17,10 @@ COLUMNS = [("name", "size", "s"), ("params", "params", ",d"),
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, "pretrain")
     add_run_flags(p)
+    p.add_argument("--workers", type=int, default=1,
+                   help="sizes trained at once in separate processes, each with cores / N "
+                        "torch threads (default 1; 2 is ~1.2x faster for the micro family "
+                        "on 2 cores)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -24,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from capgap.train.pretrain import PretrainConfig, pretrain
 
     cfg = load_stage_config(PretrainConfig, "pretrain", args, default_preset="pythia-micro")
-    results = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    results = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                       workers=args.workers)
     rows = [r.to_dict() for r in results]
     if args.json:
         print_json(rows)

@@ -23,8 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     """--workers / --backend / --resume, shared with ``capgap pilot``."""
-    p.add_argument("--workers", type=int, default=1,
-                   help="cells run at once; each gets cores / N torch threads (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="cells (and teachers) trained at once; each gets cores / N torch "
+                        "threads (default: the config's workers)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local worker processes (default) or Ray tasks (pip install ray)")
     p.add_argument("--resume", action="store_true",

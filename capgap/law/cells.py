@@ -217,10 +217,12 @@ def cells_from_table(table: Table, *, metric: str | None = None,
     """Validate columns and convert each row; bad values raise one-line errors."""
     student_col, teacher_col = _size_columns(size)
     metric = metric or default_metric(table)
+    _require(table, [student_col, teacher_col])
     if metric is None:
         raise CapgapError(f"{table.name}: no metric column (looked for "
-                          f"{', '.join(DEFAULT_METRICS)}; name one with --metric)")
-    _require(table, [student_col, teacher_col, metric])
+                          f"{', '.join(DEFAULT_METRICS)}; name one with --metric, or give "
+                          f"optimal pairs: columns {student_col},{teacher_col} only)")
+    _require(table, [metric])
     group_col = next((c for c in GROUP_COLUMNS if c in table.columns), None)
     return [_cell(row, origin, student_col, teacher_col, metric, group_col)
             for row, origin in zip(table.rows, table.origins, strict=True)]

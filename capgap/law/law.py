@@ -140,7 +140,8 @@ def fit_points(points: Sequence[Point | tuple[float, float]], *, n_boot: int = 2
             "metric": None, "selection": {"n_rows": len(pts), "n_used": len(used)}}
     if law["status"] == "insufficient":
         law["reason"] = (f"{len(used)} uncensored point(s) at {np.unique(s).size} distinct "
-                         f"student size(s); a law needs >= {MIN_SIZES}")
+                         f"student size(s); a law needs >= {MIN_SIZES}: "
+                         f"{why_sizes(int(np.unique(s).size))}")
     return _ordered(law)
 
 
@@ -239,7 +240,19 @@ def _insufficient_reason(n_used: int, optima: list[Optimum], chosen: list[float 
     if n_none:
         parts.append(f"{n_none} without a continuous optimum")
     return (f"{n_used} uncensored student size(s), a law needs >= {MIN_SIZES} "
-            f"({', '.join(parts)})")
+            f"({', '.join(parts)}): {why_sizes(n_used)}")
+
+
+def why_sizes(n: int) -> str:
+    """Why fewer than MIN_SIZES student sizes give no law (said, not printed as R² = 1)."""
+    if n == 0:
+        return ("every optimum is at the edge of the teacher range, where the best teacher "
+                "may lie beyond it; add teachers past the edge or train longer")
+    if n == 1:
+        return ("one student size cannot fix a line: every line through its optimum fits it "
+                "equally well; sweep more student sizes")
+    return ("two sizes fix a line exactly, so its fit would be perfect by construction and no "
+            "error could be estimated; sweep a third student size")
 
 
 def _cell_warnings(curves: list[SizeCurve], optima: list[Optimum],

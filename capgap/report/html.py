@@ -16,7 +16,15 @@ from typing import Any
 
 from capgap.cli.common import table
 from capgap.io import atomic_path, write_text
-from capgap.report.tables import COLUMNS, paired_rows, status_counts
+from capgap.report.tables import (
+    COLUMNS,
+    COMPUTE_COLUMNS,
+    TEACHER_COLUMNS,
+    compute_rows,
+    paired_rows,
+    status_counts,
+    teacher_rows,
+)
 from capgap.sweep.store import read_rows
 
 REPORT_DIR = "report"
@@ -29,6 +37,7 @@ def build_report(sweep_dir: str | Path) -> Path:
     out = sweep_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     figures = [curve_figure(rows, target, out) for target in _targets(rows)]
+    figures.append(gain_figure(rows, out))
     law = _law(sweep_dir)
     if law is not None and law.get("status") != "error":
         figures.append(_law_figure(law, out))
@@ -81,6 +90,42 @@ def curve_figure(rows: list[dict[str, Any]], target: int, out: Path) -> tuple[st
     return name, f"Student {target / 1e6:.3g}M: distilled (solid) and no-teacher baseline (dashed)"
 
 
+def gain_figure(rows: list[dict[str, Any]], out: Path) -> tuple[str, str] | None:
+    """Distillation gain (baseline loss - distilled loss, mean over seeds) against the
+    teacher/student ratio, one line per student size; None without paired cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paired = [r for r in paired_rows(rows) if r["gain"] is not None]
+    if not paired:
+        return None
+    groups: dict[tuple, dict[float, list[float]]] = {}
+    for r in paired:
+        key = (r["student_target"], r["objective"], r["allocation"], r["init"], r["tokens"])
+        groups.setdefault(key, {}).setdefault(r["teacher_params"] / r["student_target"],
+                                              []).append(r["gain"])
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for (target, obj, alloc, init, tokens), by_ratio in sorted(groups.items(), key=str):
+        xs = sorted(by_ratio)
+        ax.plot(xs, [sum(by_ratio[x]) / len(by_ratio[x]) for x in xs], "-o",
+                label=f"S {target / 1e6:.3g}M, {obj}, {alloc}, {init}, {tokens:,} tok")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("teacher / student size (requested)")
+    ax.set_ylabel("gain over no-teacher baseline (nats/token)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    name = "gain.png"
+    with atomic_path(out / name) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return name, ("Distillation gain: baseline loss minus distilled loss, mean over seeds "
+                  "(above 0: the teacher helped)")
+
+
 def _series(rows: list[dict[str, Any]]) -> Iterable[tuple[str, list[tuple[float, float]], bool]]:
     """One line per setting: points are (teacher params, mean loss over seeds)."""
     groups: dict[tuple, dict[int, list[float]]] = {}
@@ -106,6 +151,14 @@ def _page(sweep_dir: Path, rows: list[dict[str, Any]], figures: list[tuple[str, 
                     f'(<a href="{name}">{name}</a>)</figcaption></figure>')
     body.append("<h2>Distilled cells and their baselines</h2>")
     body.append(f"<pre>{html.escape(table(paired, COLUMNS)) if paired else 'none yet'}</pre>")
+    teachers = teacher_rows(sweep_dir)
+    if teachers:
+        body.append("<h2>Teachers (pretrained by the sweep)</h2>")
+        body.append(f"<pre>{html.escape(table(teachers, TEACHER_COLUMNS))}</pre>")
+    body.append("<h2>Compute spent</h2><p>Wall seconds per stage, summed over its runs "
+                "(parallel workers overlap).</p>")
+    body.append(f"<pre>{html.escape(table(compute_rows(sweep_dir, rows), COMPUTE_COLUMNS))}"
+                "</pre>")
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         body.append("<h2>Failed cells</h2><pre>" + html.escape("\n".join(

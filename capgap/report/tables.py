@@ -74,3 +74,59 @@ def summary_table(sweep_dir: str | Path) -> str:
     if not paired:
         return head + "\n(no finished distilled cells yet)"
     return f"{head}\n{table(paired, COLUMNS)}\n* = best teacher for that student size"
+
+
+TEACHER_COLUMNS: list[tuple[str, str, str]] = [
+    ("name", "teacher", ""),
+    ("params_m", "params (M)", ".3f"),
+    ("params_ne_m", "non-emb (M)", ".3f"),
+    ("train_tokens", "tokens", ",d"),
+    ("tokens_per_param", "tok/param", ".2f"),
+    ("val_loss", "val loss", ".4f"),
+    ("seconds", "time s", ".0f"),
+]
+
+COMPUTE_COLUMNS: list[tuple[str, str, str]] = [
+    ("stage", "stage", ""),
+    ("runs", "runs", "d"),
+    ("tokens", "tokens", ",d"),
+    ("seconds", "seconds", ",.0f"),
+]
+
+
+def teacher_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """The pretrained teachers (from ``teachers/DONE.json``): size, tokens, tokens/param.
+    Empty when the sweep was given existing models."""
+    import json
+
+    done = Path(sweep_dir) / "teachers" / "DONE.json"
+    if not done.is_file():
+        return []
+    results = json.loads(done.read_text(encoding="utf-8")).get("results", [])
+    return [{**r, "params_m": r["params"] / 1e6, "params_ne_m": r["params_non_embedding"] / 1e6,
+             "tokens_per_param": r["train_tokens"] / r["params"]} for r in results]
+
+
+def compute_rows(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Compute spent, by stage: teacher pretraining, pruning (students made once per teacher
+    and size), distilled cells, baselines; seconds are each stage's own wall time summed
+    over its runs (runs in parallel workers overlap, so the sum can exceed the elapsed time)."""
+    out = []
+    teachers = teacher_rows(sweep_dir)
+    if teachers:
+        out.append({"stage": "teacher pretraining", "runs": len(teachers),
+                    "tokens": sum(t["train_tokens"] for t in teachers),
+                    "seconds": sum(t["seconds"] for t in teachers)})
+    done = [r for r in rows if r["status"] == "done"]
+    students = {r["student_path"]: r.get("prune_s") or 0.0 for r in done}
+    out.append({"stage": "scoring + pruning", "runs": len(students), "tokens": 0,
+                "seconds": sum(students.values())})
+    for name, pick in (("distillation cells", lambda r: r["alpha"] < 1),
+                       ("baseline cells (alpha = 1)", lambda r: r["alpha"] >= 1)):
+        mine = [r for r in done if pick(r)]
+        out.append({"stage": name, "runs": len(mine), "tokens": sum(r["tokens"] for r in mine),
+                    "seconds": sum(r.get("distill_s") or 0.0 for r in mine)})
+    out.append({"stage": "total", "runs": sum(r["runs"] for r in out),
+                "tokens": sum(r["tokens"] for r in out),
+                "seconds": sum(r["seconds"] for r in out)})
+    return out

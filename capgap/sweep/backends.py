@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any
@@ -63,13 +64,33 @@ def _init_worker(threads: int) -> None:
 
 def _run_pool(payloads: list[Payload], workers: int, on_start: Callback,
               on_result: Callback) -> None:
-    """Spawned processes (fork would copy the driver's torch threads and locks)."""
+    """Spawned processes (fork would copy the driver's torch threads and locks).
+
+    A worker that dies (killed, out of memory) breaks a ``ProcessPoolExecutor``: every cell
+    in flight comes back failed, and the driver starts a fresh pool for the cells left, so
+    one lost worker costs a re-run of its cells, not the sweep.
+    """
     threads = payloads[0]["threads"]
     ctx = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        _windowed(payloads, workers, lambda p: pool.submit(run_cell, p), _wait_futures,
-                  on_start, on_result)
+    pools: list[ProcessPoolExecutor] = []
+
+    def new_pool() -> ProcessPoolExecutor:
+        pools.append(ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                         initializer=_init_worker, initargs=(threads,)))
+        return pools[-1]
+
+    def submit(p: Payload) -> Future:
+        try:
+            return (pools[-1] if pools else new_pool()).submit(run_cell, p)
+        except BrokenProcessPool:  # a worker died since the last submit
+            pools[-1].shutdown(wait=False, cancel_futures=True)
+            return new_pool().submit(run_cell, p)
+
+    try:
+        _windowed(payloads, workers, submit, _wait_futures, on_start, on_result)
+    finally:
+        for p in pools:
+            p.shutdown(wait=True, cancel_futures=True)
 
 
 def _wait_futures(pending: list[Any]) -> tuple[list[Any], list[Payload]]:

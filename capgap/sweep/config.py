@@ -45,6 +45,11 @@ class StudentsConfig:
     """pruned (the paper) and/or scratch (same shape as the pruned student, re-initialised)."""
     size_unit: str = "total"
     """Unit of absolute sizes: total parameters (the only unit pruning targets)."""
+    prune_from: str | None = None
+    """The same-init control: cut every student from this one teacher (by name, e.g. T0)
+    and distil that same initialisation from every teacher, instead of pruning each
+    student from its own teacher (the paper). Separates the damage of heavier pruning from
+    the teacher's own effect."""
 
     def validate(self) -> None:
         if not self.sizes:
@@ -97,6 +102,9 @@ class SweepConfig:
     teacher_dtype: str = "auto"
     law_bootstrap: int = 1000
     """Bootstrap resamples of the law fitted at the end."""
+    workers: int = 1
+    """Processes for teacher pretraining and cells (``--workers`` overrides); each gets
+    cores / workers torch threads."""
 
     def validate(self) -> None:
         from capgap.distill.losses import get_divergence
@@ -109,6 +117,8 @@ class SweepConfig:
             raise CapgapError(f"tokens: give positive token budgets, got {self.tokens}")
         if not self.seeds:
             raise CapgapError("seeds: give at least one seed")
+        if self.workers < 1:
+            raise CapgapError(f"workers must be at least 1, got {self.workers}")
         if self.objective.alpha >= 1:
             raise CapgapError("objective.alpha must be < 1 for distilled cells "
                               "(baselines with alpha = 1 are added by baseline: true)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,17 @@ class CellSpec:
     alpha: float
     tokens: int
     seed: int
+    source: Teacher | None = None
+    """The teacher the student is pruned from when it is not ``teacher`` (the same-init
+    control, ``students.prune_from``); None: its own teacher, as in the paper."""
 
     @property
     def is_baseline(self) -> bool:
         return self.alpha >= 1.0
+
+    @property
+    def pruned_from(self) -> Teacher:
+        return self.source or self.teacher
 
     def student_name(self) -> str:
         """Folder name of this cell's student under ``students/<teacher>/``."""
@@ -101,12 +109,15 @@ def build_grid(cfg: SweepConfig, teachers: list[Teacher]) -> list[CellSpec]:
     names = [t.name for t in teachers]
     if len(set(names)) != len(names):
         raise CapgapError(f"teacher names must be distinct, got {names}")
-    targets = resolve_targets(cfg.students.sizes, teachers)
+    source = _source(cfg, teachers)
+    targets = resolve_targets(cfg.students.sizes, [source] if source else teachers)
+    if source is not None:  # one initialisation for every teacher larger than the student
+        targets = {t.name: [g for g in targets[source.name] if g < t.params] for t in teachers}
     kinds = [(o, cfg.objective.alpha) for o in cfg.objectives]
     if cfg.baseline:
         kinds.append((BASELINE, 1.0))
     cells = [
-        CellSpec(t, target, alloc, init, objective, alpha, tokens, seed)
+        CellSpec(t, target, alloc, init, objective, alpha, tokens, seed, source)
         for t in teachers
         for target in targets[t.name]
         for alloc in cfg.students.allocations
@@ -119,7 +130,37 @@ def build_grid(cfg: SweepConfig, teachers: list[Teacher]) -> list[CellSpec]:
         sizes = ", ".join(f"{t.name} {t.params:,}" for t in teachers)
         raise CapgapError(f"the grid is empty: no teacher is larger than any student size "
                           f"(teachers: {sizes}; students.sizes: {cfg.students.sizes})")
+    for line in skipped_pairs(cfg.students.sizes, teachers):
+        print(f"capgap sweep: warning: {line}", file=sys.stderr)
     return cells
+
+
+def _source(cfg: SweepConfig, teachers: list[Teacher]) -> Teacher | None:
+    """The teacher named by ``students.prune_from`` (None when unset)."""
+    name = cfg.students.prune_from
+    if name is None:
+        return None
+    found = [t for t in teachers if t.name == name]
+    if not found:
+        raise CapgapError(f"students.prune_from: no teacher named {name!r} "
+                          f"(teachers: {', '.join(t.name for t in teachers)})")
+    return found[0]
+
+
+def skipped_pairs(sizes: list[float], teachers: list[Teacher]) -> list[str]:
+    """One line per absolute student size that some teacher is too small to be pruned to
+    (those cells are left out: a student is cut from its own, larger teacher)."""
+    out = []
+    for size in sorted({int(round(s)) for s in sizes if s >= 1}):
+        small = [t.name for t in teachers if t.params <= size]
+        if small:
+            out.append(f"student size {size:,} skips teacher(s) {', '.join(small)}, "
+                       "which are not larger than it")
+    return out
+
+
+def _ident(t: Teacher) -> dict[str, Any]:
+    return {"name": t.name, "source": t.source, "params": t.params}
 
 
 def distill_settings(cfg: SweepConfig, cell: CellSpec) -> dict[str, Any]:
@@ -133,9 +174,10 @@ def distill_settings(cfg: SweepConfig, cell: CellSpec) -> dict[str, Any]:
 
 def cell_key(cfg: SweepConfig, cell: CellSpec) -> str:
     """A hash of everything that decides the cell's result (16 hex digits)."""
-    ident = {k: v for k, v in asdict(cell).items() if k != "teacher"}
-    ident["teacher"] = {"name": cell.teacher.name, "source": cell.teacher.source,
-                        "params": cell.teacher.params}
+    ident = {k: v for k, v in asdict(cell).items() if k not in ("teacher", "source")}
+    ident["teacher"] = _ident(cell.teacher)
+    if cell.source is not None:  # absent otherwise, so the paper's cells keep their keys
+        ident["pruned_from"] = _ident(cell.source)
     payload = {"cell": ident, "distill": distill_settings(cfg, cell),
                "scoring": cfgmod.to_dict(cfg.scoring)}
     text = json.dumps(payload, sort_keys=True, default=str)

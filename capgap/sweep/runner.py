@@ -47,10 +47,12 @@ class SweepSummary:
         return d
 
 
-def run_sweep(cfg: SweepConfig, out: str | Path, *, workers: int = 1, backend: str = "local",
-              progress: bool = True) -> SweepSummary:
-    """Run (or resume) the sweep of ``cfg`` in ``out``; see the module docstring."""
+def run_sweep(cfg: SweepConfig, out: str | Path, *, workers: int | None = None,
+              backend: str = "local", progress: bool = True) -> SweepSummary:
+    """Run (or resume) the sweep of ``cfg`` in ``out``; see the module docstring.
+    ``workers`` (default: ``cfg.workers``) cells run at once."""
     start = time.perf_counter()
+    workers = cfg.workers if workers is None else workers
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with driver_lock(out):
@@ -60,11 +62,11 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, workers: int = 1, backend: s
 def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progress: bool,
                 start: float) -> SweepSummary:
     cfgmod.dump(cfg, out / "sweep.yaml")
-    teachers = resolve_teachers(cfg, out)
+    teachers = resolve_teachers(cfg, out, workers if backend == "local" else 1)
     grid = {cell_key(cfg, c): c for c in build_grid(cfg, teachers)}
     store = Store(out / DB_NAME)
     try:
-        todo = _plan(store, out, grid)
+        todo = sorted(_plan(store, out, grid), key=lambda k: run_order(grid[k]))
         prepare_students(cfg, out, [grid[k] for k in todo])
         for key in todo:
             store.plan(key, _student_fields(out, grid[key]))
@@ -77,6 +79,13 @@ def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progres
     law = fit_sweep_law(cfg, out)
     return SweepSummary(out, len(grid), len(grid) - len(todo), len(todo) - failed, failed,
                         round(time.perf_counter() - start, 1), law)
+
+
+def run_order(cell: CellSpec) -> tuple:
+    """Cells run seed by seed, smallest budget first, then by student and teacher size: an
+    interrupted sweep leaves whole (seed, budget) slices done, each enough to fit a law."""
+    return (cell.seed, cell.tokens, cell.student_target, cell.teacher.params, cell.objective,
+            cell.allocation, cell.init)
 
 
 def _plan(store: Store, out: Path, grid: dict[str, CellSpec]) -> list[str]:
@@ -103,7 +112,8 @@ def describe(cell: CellSpec, out: Path, key: str) -> dict[str, Any]:
             "student_target": cell.student_target, "objective": cell.objective,
             "alpha": cell.alpha, "allocation": cell.allocation, "init": cell.init,
             "tokens": cell.tokens, "seed": cell.seed, "teacher_path": t.path,
-            "student_path": str(student_dir(out, cell)), "cell_dir": str(out / "cells" / key)}
+            "student_path": str(student_dir(out, cell)), "cell_dir": str(out / "cells" / key),
+            "pruned_from": cell.pruned_from.name}
 
 
 def _student_fields(out: Path, cell: CellSpec) -> dict[str, Any]:
@@ -123,6 +133,8 @@ def _execute(store: Store, payloads: list[dict[str, Any]], workers: int, backend
     """Run the payloads with a progress bar (done / running / left, ETA); count failures."""
     from tqdm.auto import tqdm
 
+    if not payloads:
+        return 0
     bar = tqdm(total=len(payloads), unit="cell", desc="sweep", disable=not progress)
     state = {"running": 0, "failed": 0}
 

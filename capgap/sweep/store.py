@@ -30,7 +30,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("student_target", "INTEGER", "requested student size (total params); the size group"),
     ("student_params", "INTEGER", "student total parameters after pruning"),
     ("student_params_ne", "INTEGER", "student non-embedding parameters"),
-    ("sparsity", "REAL", "1 - student_params / teacher_params"),
+    ("sparsity", "REAL", "1 - student_params / params of the teacher it was pruned from"),
     ("objective", "TEXT", "divergence name, or 'ce' for the alpha = 1 baseline"),
     ("alpha", "REAL", "weight of CE on labels (1 = no teacher)"),
     ("allocation", "TEXT", "global | uniform pruning allocation"),
@@ -50,8 +50,12 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("error", "TEXT", "last error of a failed cell"),
     ("attempts", "INTEGER", "times the cell was started"),
     ("updated", "TEXT", "last status change (local time)"),
+    ("pruned_from", "TEXT", "teacher the student was cut from (its own, or the same-init "
+                            "control's students.prune_from)"),
 ]
+ADDED = {"pruned_from"}  # columns newer than the first schema: added to older databases
 NAMES = [c for c, _, _ in COLUMNS]
+ORDER = " ORDER BY student_target, teacher_params, objective, allocation, init, tokens, seed"
 
 
 class Store:
@@ -66,6 +70,12 @@ class Store:
             cols = ", ".join(f"{n} {t}" for n, t, _ in COLUMNS)
             con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
         have = {r[1] for r in self._con.execute("PRAGMA table_info(cells)")}
+        if set(NAMES) - ADDED <= have:
+            with self._tx() as con:
+                for name, sql_type, _ in COLUMNS:
+                    if name not in have:
+                        con.execute(f"ALTER TABLE cells ADD COLUMN {name} {sql_type}")
+            have |= set(NAMES)
         if not set(NAMES) <= have:
             raise CapgapError(f"{self.path}: table 'cells' lacks columns "
                               f"{', '.join(sorted(set(NAMES) - have))}; not a capgap sweep")
@@ -111,8 +121,7 @@ class Store:
 
     def rows(self, status: str | None = None) -> list[dict[str, Any]]:
         """All rows (or those with ``status``), in a stable order."""
-        sql = "SELECT * FROM cells" + (" WHERE status=?" if status else "")
-        sql += " ORDER BY student_target, teacher_params, objective, allocation, init, tokens, seed"
+        sql = "SELECT * FROM cells" + (" WHERE status=?" if status else "") + ORDER
         return [dict(r) for r in self._con.execute(sql, (status,) if status else ())]
 
     def _update(self, con: sqlite3.Connection, key: str, fields: Mapping[str, Any]) -> None:
@@ -124,15 +133,26 @@ class Store:
 
 
 def read_rows(sweep_dir: str | Path, status: str | None = None) -> list[dict[str, Any]]:
-    """Rows of a sweep folder's ``results.sqlite`` (read-only; for reports)."""
+    """Rows of a sweep folder's ``results.sqlite``, through a read-only connection: a
+    report or a ``law fit`` may run while the driver writes, and never writes itself."""
     path = Path(sweep_dir) / DB_NAME
     if not path.is_file():
         raise CapgapError(f"{sweep_dir}: no {DB_NAME} (not a sweep folder, or nothing ran yet)")
-    store = Store(path)
     try:
-        return store.rows(status)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        raise CapgapError(f"{path}: cannot open ({e})") from None
+    con.row_factory = sqlite3.Row
+    try:
+        have = {r[1] for r in con.execute("PRAGMA table_info(cells)")}
+        if not set(NAMES) - ADDED <= have:
+            raise CapgapError(f"{path}: no capgap 'cells' table (not a capgap sweep)")
+        sql = "SELECT * FROM cells" + (" WHERE status=?" if status else "") + ORDER
+        return [dict(r) for r in con.execute(sql, (status,) if status else ())]
+    except sqlite3.Error as e:
+        raise CapgapError(f"{path}: cannot read ({e})") from None
     finally:
-        store.close()
+        con.close()
 
 
 def _now() -> str:

@@ -26,14 +26,16 @@ from capgap.sweep.grid import CellSpec, Teacher, safe_name
 STUDENT_META = "student.json"
 
 
-def resolve_teachers(cfg: SweepConfig, out: Path) -> list[Teacher]:
-    """Pretrain the family (if any) and size every teacher; smallest first."""
+def resolve_teachers(cfg: SweepConfig, out: Path, workers: int = 1) -> list[Teacher]:
+    """Pretrain the family (if any, ``workers`` sizes at once) and size every teacher;
+    smallest first."""
     teachers: list[Teacher] = []
     if cfg.teachers.pretrain is not None:
         from capgap.train.pretrain import pretrain
 
         family = cfg.teachers.pretrain.family
-        for r in pretrain(cfg.teachers.pretrain, out / "teachers", resume=True):
+        for r in pretrain(cfg.teachers.pretrain, out / "teachers", resume=True,
+                          workers=workers):
             teachers.append(Teacher(r.name, r.model_dir, r.params, r.params_non_embedding,
                                     f"family:{family}/{r.name}"))
     for path in cfg.teachers.models:
@@ -55,7 +57,7 @@ def scores_dir(out: Path, teacher: Teacher) -> Path:
 
 
 def student_dir(out: Path, cell: CellSpec) -> Path:
-    return out / "students" / cell.teacher.name / cell.student_name()
+    return out / "students" / cell.pruned_from.name / cell.student_name()
 
 
 def prepare_students(cfg: SweepConfig, out: Path, cells: list[CellSpec]) -> None:
@@ -63,7 +65,7 @@ def prepare_students(cfg: SweepConfig, out: Path, cells: list[CellSpec]) -> None
     by_teacher: dict[str, list[CellSpec]] = {}
     for cell in cells:
         if not (student_dir(out, cell) / STUDENT_META).is_file():
-            by_teacher.setdefault(cell.teacher.name, []).append(cell)
+            by_teacher.setdefault(cell.pruned_from.name, []).append(cell)
     for group in by_teacher.values():
         _prepare_teacher(cfg, out, group)
 
@@ -72,7 +74,7 @@ def _prepare_teacher(cfg: SweepConfig, out: Path, cells: list[CellSpec]) -> None
     """Load the teacher once, score it once, then cut every student it is asked for."""
     from capgap.models.anymodel import load_any_model
 
-    teacher = cells[0].teacher
+    teacher = cells[0].pruned_from
     model, tokenizer = load_any_model(teacher.path)
     scores = teacher_scores(cfg, out, teacher, model, tokenizer)
     done: set[str] = set()
@@ -126,7 +128,7 @@ def make_student(teacher: Any, tokenizer: Any, scores: Any, cell: CellSpec, fold
     save_any_model(model, tokenizer, folder, overwrite=True)
     report = result.report
     write_json(folder / STUDENT_META, {
-        "teacher": cell.teacher.name, "student_target": cell.student_target,
+        "teacher": cell.pruned_from.name, "student_target": cell.student_target,
         "allocation": cell.allocation, "init": cell.init, "seed": cell.seed,
         "student_params": report["params_after_total"],
         "student_params_ne": report["params_after_non_embedding"],

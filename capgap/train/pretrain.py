@@ -17,7 +17,7 @@ import torch
 
 from capgap.errors import CapgapError
 from capgap.models.params import count_params
-from capgap.runs import RunDir
+from capgap.runs import RunDir, is_complete
 from capgap.train.loop import OptimConfig, TrainConfig, train
 
 
@@ -80,8 +80,12 @@ class SizeResult:
 
 
 def lm_step(model: torch.nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Plain next-token cross-entropy (HF shifts labels internally)."""
-    return model(input_ids=input_ids, labels=input_ids).loss, {}
+    """Plain next-token cross-entropy through the chunked head loss: no full-vocabulary
+    logits, which made the step 1.2-1.3x faster than HF's ``labels=`` path on the micro
+    family (the log-softmax over [B*T, V] is cache-bound on a CPU)."""
+    from capgap.distill.chunked import lm_loss
+
+    return lm_loss(model, input_ids).loss, {}
 
 
 @dataclass
@@ -144,7 +148,9 @@ def pretrain_size(
                           seed=cfg.train.seed)
 
     def quick_eval(m: torch.nn.Module) -> dict[str, float]:
-        losses = [m(input_ids=x, labels=x).loss.item()
+        from capgap.distill.chunked import lm_loss
+
+        losses = [lm_loss(m, x).loss.item()
                   for x in eval_batches(data.val, seq_len, cfg.eval.batch_size,
                                         cfg.train.eval_tokens)]
         return {"loss": sum(losses) / max(len(losses), 1)}
@@ -166,11 +172,19 @@ def pretrain_size(
 
 
 def pretrain(
-    cfg: PretrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False
+    cfg: PretrainConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
+    workers: int = 1,
 ) -> list[SizeResult]:
-    """Pretrain every requested size of ``cfg.family`` under ``out``; return their results."""
+    """Pretrain every requested size of ``cfg.family`` under ``out``; return their results.
+
+    ``workers > 1`` trains sizes at once in spawned processes, each with cores / workers
+    torch threads, largest first: small models use threads poorly, so two 1-thread
+    processes on 2 cores train the micro family ~1.2x faster than one 2-thread process.
+    """
     from capgap.models import load_family
 
+    if workers < 1:
+        raise CapgapError(f"workers must be at least 1, got {workers}")
     out = Path(out)
     family = load_family(cfg.family)
     sizes = cfg.sizes or [s.name for s in family.sizes]
@@ -183,12 +197,48 @@ def pretrain(
         return [SizeResult(**r) for r in run.summary()["results"]]
     run.write_config(cfg)
     t0 = time.perf_counter()
-    data = prepare_data(cfg.data)
+    data = prepare_data(cfg.data)  # tokenizer + token streams cached before any worker starts
+    todo = [s for s in sizes if not is_complete(out / s)]
+    parallel = workers > 1 and len(todo) > 1
+    if parallel:
+        _pretrain_parallel(cfg, sizes, todo, out, workers, run.resumed)
     results = []
-    for size in sizes:
-        res = pretrain_size(cfg, family, size, data, out, resume=run.resumed, overwrite=False)
+    for size in sizes:  # collects what the pool trained (sizes finished in this very run)
+        res = pretrain_size(cfg, family, size, data, out, resume=run.resumed or parallel,
+                            overwrite=False)
         results.append(res)
         run.log({"event": "size_done", "step": len(results), **res.to_dict()})
     run.finish({"results": [r.to_dict() for r in results],
                 "seconds": time.perf_counter() - t0})
     return results
+
+
+def _pretrain_parallel(cfg: PretrainConfig, sizes: list[str], todo: list[str], out: Path,
+                       workers: int, resume: bool) -> None:
+    """Train ``todo`` in a process pool, the family's largest sizes first (they dominate)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from capgap.runs import env_threads
+
+    threads = max(1, env_threads() // workers)
+    order = sorted(todo, key=sizes.index, reverse=True)
+    with ProcessPoolExecutor(max_workers=min(workers, len(order)), mp_context=get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        for f in [pool.submit(_pretrain_one, cfg, size, str(out), resume) for size in order]:
+            f.result()
+
+
+def _init_worker(threads: int) -> None:
+    import os
+
+    os.environ["CAPGAP_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def _pretrain_one(cfg: PretrainConfig, size: str, out: str, resume: bool) -> None:
+    """One size in a worker process (data and tokenizer come from the on-disk cache)."""
+    from capgap.models import load_family
+
+    pretrain_size(cfg, load_family(cfg.family), size, prepare_data(cfg.data), Path(out),
+                  resume=resume, overwrite=False)

@@ -87,6 +87,7 @@ def test_fewer_than_three_uncensored_sizes_is_insufficient(make_cells):
     law = fit_law(make_cells(n_sizes=2, seeds=2), n_boot=BOOT)
     assert law["status"] == "insufficient"
     assert "2 uncensored" in law["reason"] and ">= 3" in law["reason"]
+    assert "perfect by construction" in law["reason"]
     for key in ("slope", "intercept", "r2", "ratio", "ratio_r2", "slope_ci", "loo"):
         assert law[key] is None
     assert len(law["sizes"]) == 2 and law["n_points"] == 2

@@ -117,7 +117,12 @@ def test_points_csv_with_censored_column(tmp_path):
     assert law["slope_ci"][0] <= law["slope"] <= law["slope_ci"][1]
     two = tmp_path / "two.csv"
     two.write_text("student_params,teacher_params\n70,160\n160,410\n")
-    assert fit_source(two, n_boot=50)["status"] == "insufficient"
+    law = fit_source(two, n_boot=50)
+    assert law["status"] == "insufficient" and "perfect by construction" in law["reason"]
+    one = tmp_path / "one.csv"
+    one.write_text("student_params,teacher_params\n70,160\n70,180\n")
+    law = fit_source(one, n_boot=50)
+    assert law["status"] == "insufficient" and "one student size cannot fix a line" in law["reason"]
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -126,6 +131,8 @@ def test_points_csv_with_censored_column(tmp_path):
     ("student_params,teacher_params,metric\n1e6,-5,3.0\n", "positive"),
     ("student_params,teacher_params,metric\n1e6,2e6,inf\n", "finite"),
     ("student_params,teacher_params,seed\n1e6,2e6,1\n", "no metric column"),
+    ("student,teacher,val_loss\n1e6,2e6,3.0\n", "missing column.s. student_params, teacher_params"),
+    ("student,teacher\n1e6,2e6\n", "missing column.s. student_params, teacher_params"),
     ("", "empty file"),
 ])
 def test_bad_csv_is_a_one_line_error(tmp_path, content, message):

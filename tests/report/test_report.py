@@ -55,7 +55,8 @@ def test_report_html_references_pngs_that_exist(sweep, capsys):
     assert "distilled" in printed and "baseline" in printed and "index.html" in printed
     page = (sweep / "report" / "index.html").read_text()
     names = set(re.findall(r'href="([^"]+\.png)"', page))
-    assert {f"loss_student_{s}.png" for s in STUDENTS} | {"law.png"} <= names
+    assert {f"loss_student_{s}.png" for s in STUDENTS} | {"law.png", "gain.png"} <= names
+    assert "Compute spent" in page and "baseline cells (alpha = 1)" in page
     for name in names:
         assert (sweep / "report" / name).stat().st_size > 1000
     assert page.count("data:image/png;base64,") == len(names)  # self-contained

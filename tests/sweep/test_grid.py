@@ -25,6 +25,15 @@ def test_absolute_sizes_pair_only_larger_teachers():
     assert resolve_targets([4e5, 1.5e6], T) == {"S": [400_000], "L": [400_000, 1_500_000]}
 
 
+def test_teacher_too_small_for_a_size_is_skipped_with_a_warning(capsys):
+    cells = build_grid(grid_cfg(sizes=[4e5, 1.5e6]), T)
+    assert {(c.teacher.name, c.student_target) for c in cells} == \
+        {("S", 400_000), ("L", 400_000), ("L", 1_500_000)}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["capgap sweep: warning: student size 1,500,000 skips teacher(s) S, "
+                   "which are not larger than it"]
+
+
 def test_fractions_within_one_percent_merge():
     t = [Teacher("a", "a", 1_000_000, 1, "a"), Teacher("b", "b", 1_005_000, 1, "b")]
     got = resolve_targets([0.5], t)
@@ -69,3 +78,20 @@ def test_ray_backend_missing_or_bad_is_clear():
 
     with pytest.raises(CapgapError, match="backend"):
         execute([{"key": "x"}], workers=1, backend="dask", on_start=print, on_result=print)
+
+
+def test_same_init_control_cuts_every_student_from_one_teacher():
+    from pathlib import Path
+
+    from capgap.sweep.students import student_dir
+
+    control = build_grid(grid_cfg(prune_from="S"), T)
+    paper = build_grid(grid_cfg(), T)
+    assert {c.teacher.name for c in control} == {"S", "L"}
+    assert {c.pruned_from.name for c in control} == {"S"}
+    assert {student_dir(Path("o"), c) for c in control} == {Path("o/students/S/400000-global")}
+    keys = {cell_key(grid_cfg(), c) for c in paper}
+    assert not keys & {cell_key(grid_cfg(prune_from="S"), c) for c in control}
+    assert all(c.source is None for c in paper)
+    with pytest.raises(CapgapError, match="no teacher named 'X'"):
+        build_grid(grid_cfg(prune_from="X"), T)

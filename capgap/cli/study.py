@@ -1,0 +1,52 @@
+"""capgap study: several sweeps sharing their teachers, thin over :func:`capgap.sweep.run_study`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from capgap.cli.common import add_config_flags, print_json
+
+HELP = ("run a study: named sweeps (budgets, seeds, controls, architectures, objectives) "
+        "sharing their teachers; re-running resumes (--preset study: the capacity-gap study)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_flags(p, "study")
+    p.add_argument("--out", type=Path, default=Path("results/study"),
+                   help="study folder (default: results/study); one sweep folder per part")
+    p.add_argument("--only", action="append", metavar="PART",
+                   help="run only this part (repeatable); default: all, in config order")
+    p.add_argument("--workers", type=int, default=None,
+                   help="cells (and teachers) trained at once (default: each part's workers)")
+    p.add_argument("--list", action="store_true", help="list the parts and their grids, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print study.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    from capgap.cli.common import load_stage_config
+    from capgap.sweep.study import StudyConfig, run_study
+
+    cfg = load_stage_config(StudyConfig, "study", args, default_preset="study")
+    if args.list:
+        for name in cfg.parts:
+            s = cfg.sweep(name)
+            family = s.teachers.pretrain.family if s.teachers.pretrain else s.teachers.models
+            print(f"{name}: teachers {family}; sizes {s.students.sizes}; tokens {s.tokens}; "
+                  f"seeds {s.seeds}; objectives {s.objectives}; init {s.students.init}"
+                  + (f"; prune_from {s.students.prune_from}" if s.students.prune_from else ""))
+        return 0
+    record = run_study(cfg, args.out, only=args.only, workers=args.workers,
+                       progress=not args.no_progress)
+    if args.json:
+        print_json(record)
+        return 0
+    for name, entry in record["parts"].items():
+        law = entry.get("laws", {}).get("total", {})
+        line = (f"ratio {law['ratio']:.3g} [{law['ratio_ci'][0]:.3g}, {law['ratio_ci'][1]:.3g}]"
+                if law.get("status") == "ok" else f"law {law.get('status')}")
+        print(f"{name}: {entry.get('status_counts')}; {line}")
+    print(f"study: {args.out / 'study.json'}, {args.out / 'index.html'}")
+    failed = sum(e.get("failed", 0) for e in record["parts"].values())
+    return 0 if failed == 0 else 1

@@ -1,0 +1,68 @@
+"""A study: parts share one pretrained family, each part is a resumable sweep, the summary
+records every part's laws (total and non-embedding), and bad parts are refused up front."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from capgap import config
+from capgap.cli import main
+from capgap.errors import CapgapError
+from capgap.sweep import read_rows
+from capgap.sweep.study import StudyConfig, family_key, run_study
+
+pytestmark = pytest.mark.slow
+
+
+def _study(sweep_root) -> StudyConfig:
+    base = yaml.safe_load((sweep_root / "sweep.yaml").read_text())
+    return config.from_dict(StudyConfig, {"base": base, "parts": {
+        "paper": {},
+        "control": {"students": {"prune_from": "A"}, "baseline": False},
+    }})
+
+
+def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path):
+    cfg = _study(sweep_root)
+    out = tmp_path / "study"
+    record = run_study(cfg, out, progress=False)
+    key = family_key(cfg.sweep("paper"))
+    assert key == family_key(cfg.sweep("control"))
+    shared = out / "teachers" / key
+    assert (shared / "DONE.json").is_file()
+    for part in ("paper", "control"):
+        assert (out / part / "teachers").resolve() == shared.resolve()
+        assert (out / part / "law.json").is_file() and (out / part / "law_non_embedding.json").is_file()
+        assert (out / part / "report" / "index.html").is_file()
+        assert set(record["parts"][part]["laws"]) == {"total", "non_embedding"}
+    control = read_rows(out / "control")
+    assert {r["pruned_from"] for r in control} == {"A"}
+    assert {r["teacher"] for r in control} == {"A", "B"} and {r["alpha"] for r in control} == {0.5}
+    paper = {r["teacher"]: r for r in read_rows(out / "paper") if r["alpha"] < 1}
+    by_teacher = {r["teacher"]: r for r in control}
+    assert by_teacher["A"]["val_loss"] == paper["A"]["val_loss"]  # the same cell, twice
+    assert by_teacher["B"]["student_params"] == paper["A"]["student_params"]
+    assert json.loads((out / "study.json").read_text())["parts"].keys() == {"paper", "control"}
+    assert "control/report/index.html" in (out / "index.html").read_text()
+    again = run_study(cfg, out, progress=False)
+    assert all(p["ran"] == 0 for p in again["parts"].values())
+
+
+def test_bad_parts_are_refused_before_anything_runs(sweep_root, tmp_path, capsys):
+    base = yaml.safe_load((sweep_root / "sweep.yaml").read_text())
+    with pytest.raises(CapgapError, match="parts.bad: tokens: give positive"):
+        config.from_dict(StudyConfig, {"base": base, "parts": {"bad": {"tokens": [-1]}}})
+    with pytest.raises(CapgapError, match="parts.typo: unknown key 'tokns'"):
+        config.from_dict(StudyConfig, {"base": base, "parts": {"typo": {"tokns": [1]}}})
+    with pytest.raises(CapgapError, match="give at least one part"):
+        config.from_dict(StudyConfig, {"base": base, "parts": {}})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": base, "parts": {"a": {}}}))
+    assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"),
+                 "--only", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no part 'nope'" in err[0]
+    assert not (tmp_path / "o").exists()
