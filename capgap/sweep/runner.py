@@ -181,7 +181,7 @@ def fit_sweep_law(cfg: SweepConfig, out: Path) -> dict[str, Any]:
     raised: an insufficient pilot is an honest result."""
     law = _fit_one(cfg, out, primary_where(cfg))
     write_json(out / LAW_NAME, law)
-    settings = _all_settings(cfg)
+    settings = all_settings(cfg)
     for where in settings if len(settings) > 1 else []:
         name = "-".join(str(v) for v in where.values())
         write_json(out / "laws" / f"{name}.json", _fit_one(cfg, out, where))
@@ -201,7 +201,7 @@ def _fit_one(cfg: SweepConfig, out: Path, where: dict[str, Any]) -> dict[str, An
         return {"status": "error", "reason": str(e), "selection": {"where": where}}
 
 
-def _all_settings(cfg: SweepConfig) -> list[dict[str, Any]]:
+def all_settings(cfg: SweepConfig) -> list[dict[str, Any]]:
     return [{"objective": o, "allocation": a, "init": i, "tokens": t}
             for o in cfg.objectives for a in cfg.students.allocations
             for i in cfg.students.init for t in cfg.tokens]

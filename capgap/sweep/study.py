@@ -36,6 +36,7 @@ from capgap.sweep.config import SweepConfig
 
 STUDY_RECORD = "study.json"
 NE_LAW = "law_non_embedding.json"
+FINDINGS = "findings.json"
 
 
 @dataclass
@@ -89,6 +90,7 @@ def run_study(cfg: StudyConfig, out: str | Path, *, only: list[str] | None = Non
         t0 = time.perf_counter()
         summary = run_sweep(sweep, part_dir, workers=workers, progress=progress)
         _fit_non_embedding(sweep, part_dir)
+        _write_findings(sweep, part_dir)
         from capgap.report import build_report
 
         build_report(part_dir)
@@ -100,7 +102,7 @@ def run_study(cfg: StudyConfig, out: str | Path, *, only: list[str] | None = Non
         write_json(out / STUDY_RECORD, _summarise(record, out))
     record = _summarise(record, out)
     write_json(out / STUDY_RECORD, record)
-    write_text(out / "index.html", _index(record))
+    write_text(out / "index.html", _index(record, out))
     return record
 
 
@@ -151,6 +153,24 @@ def _fit_non_embedding(sweep: SweepConfig, part_dir: Path) -> None:
     write_json(part_dir / NE_LAW, law)
 
 
+def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
+    """H1-H3 and the law for every setting of the part (``findings.json``)."""
+    from capgap.report.findings import findings
+    from capgap.sweep.runner import LAW_NAME, all_settings, primary_where
+    from capgap.sweep.store import read_rows
+
+    rows = read_rows(part_dir)
+    settings = all_settings(sweep)
+    out = []
+    for where in settings:
+        name = "-".join(str(v) for v in where.values())
+        path = part_dir / (LAW_NAME if len(settings) == 1 or where == primary_where(sweep)
+                           else f"laws/{name}.json")
+        law = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        out.append(findings(rows, law, where))
+    write_json(part_dir / FINDINGS, out)
+
+
 def _law_line(law: dict[str, Any] | None) -> dict[str, Any]:
     if not law:
         return {"status": "missing"}
@@ -170,13 +190,21 @@ def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
             path = part / file
             laws[unit] = _law_line(json.loads(path.read_text()) if path.is_file() else None)
         entry["laws"] = laws
+        if (part / FINDINGS).is_file():
+            entry["findings"] = [
+                {"where": f["where"], "h1": f["h1"]["verdict"], "h2": f["h2"]["verdict"],
+                 "h3": f["h3"]["verdict"], "law": f["law"].get("status"),
+                 "ratio": f["law"].get("ratio"), "ratio_ci": f["law"].get("ratio_ci")}
+                for f in json.loads((part / FINDINGS).read_text(encoding="utf-8"))]
         if (part / DB_NAME).is_file():
             entry["status_counts"] = status_counts(read_rows(part))
     return record
 
 
-def _index(record: dict[str, Any]) -> str:
-    rows = []
+def _index(record: dict[str, Any], out: Path) -> str:
+    from capgap.report.findings import findings_lines
+
+    rows, details = [], []
     for name, entry in record["parts"].items():
         counts = ", ".join(f"{n} {s}" for s, n in sorted(entry.get("status_counts", {}).items()))
         laws = []
@@ -190,8 +218,13 @@ def _index(record: dict[str, Any]) -> str:
                     f"{html.escape(name)}</a></td><td>{html.escape(counts)}</td>"
                     f"<td>{html.escape(str(entry.get('wall_s_total', '')))}</td>"
                     f"<td>{'<br>'.join(html.escape(x) for x in laws)}</td></tr>")
+        path = out / name / FINDINGS
+        if path.is_file():
+            text = "\n".join(line for f in json.loads(path.read_text(encoding="utf-8"))
+                             for line in findings_lines(f))
+            details.append(f"<h2>{html.escape(name)}</h2><pre>{html.escape(text)}</pre>")
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td{padding:4px 8px}"
     return ("<!doctype html><html><head><meta charset='utf-8'><title>capgap study</title>"
             f"<style>{style}</style></head><body><h1>capgap study</h1>"
             "<table border=1><tr><th>part</th><th>cells</th><th>wall s</th><th>law</th></tr>"
-            f"{''.join(rows)}</table></body></html>\n")
+            f"{''.join(rows)}</table>{''.join(details)}</body></html>\n")

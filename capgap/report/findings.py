@@ -1,0 +1,148 @@
+"""The paper's hypotheses, answered from a sweep's rows and its law — in data, not prose.
+
+For one setting (objective, allocation, init, budget) of a sweep:
+
+* **H1, the gap matters:** for each student size, how far the distilled loss moves across
+  teachers (max − min of the seed means) against the seed noise (the largest standard
+  deviation over seeds, or ``noise_floor`` with one seed), and how the distillation gain over
+  the α = 1 baseline moves with teacher size.
+* **H2, an optimal teacher inside the range:** per size, the best teacher and whether it is
+  censored at the low or high edge of the teachers tried.
+* **H3, a consistent ratio:** T*/S of the uncensored sizes and their spread, plus the fitted
+  ratio and line with their intervals (from ``law.json``) against the paper's ~2.5.
+
+Verdicts are deliberately plain strings ("yes", "no", "not testable"), each with the numbers
+behind it, so a report or a README can quote them without re-deriving anything.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from capgap.report.tables import paired_rows
+
+PAPER_RATIO = 2.5
+NOISE_FLOOR = 0.004  # FINDINGS.md: seed noise at 150k tokens was <= 0.004 nats
+SIGNAL = 3.0  # a spread counts as real when it exceeds this many times the noise
+
+
+def setting_rows(rows: list[dict[str, Any]], where: dict[str, Any]) -> list[dict[str, Any]]:
+    """Finished rows of one setting (baselines of the same init, budget and allocation kept)."""
+    keys = ("allocation", "init", "tokens")
+    return [r for r in rows if r["status"] == "done"
+            and all(str(r.get(k)) == str(where[k]) for k in keys if k in where)
+            and (r["alpha"] >= 1 or r["objective"] == where.get("objective", r["objective"]))]
+
+
+def findings(rows: list[dict[str, Any]], law: dict[str, Any] | None, where: dict[str, Any],
+             noise_floor: float = NOISE_FLOOR) -> dict[str, Any]:
+    """H1, H2, H3 and the law for the setting ``where`` (see the module docstring)."""
+    mine = setting_rows(rows, where)
+    paired = paired_rows(mine)
+    return {"where": where, "h1": _h1(paired, noise_floor), "h2": _h2(law),
+            "h3": _h3(law), "law": _law(law)}
+
+
+def _by_size(paired: list[dict[str, Any]]) -> dict[int, dict[int, list[dict[str, Any]]]]:
+    out: dict[int, dict[int, list[dict[str, Any]]]] = {}
+    for r in paired:
+        out.setdefault(r["student_target"], {}).setdefault(r["teacher_params"], []).append(r)
+    return out
+
+
+def _h1(paired: list[dict[str, Any]], noise_floor: float) -> dict[str, Any]:
+    sizes = []
+    for size, by_t in sorted(_by_size(paired).items()):
+        teachers = sorted(by_t)
+        means = [statistics.fmean(r["val_loss"] for r in by_t[t]) for t in teachers]
+        sds = [statistics.stdev([r["val_loss"] for r in by_t[t]]) if len(by_t[t]) > 1 else 0.0
+               for t in teachers]
+        gains = [statistics.fmean(r["gain"] for r in by_t[t] if r["gain"] is not None)
+                 if any(r["gain"] is not None for r in by_t[t]) else None for t in teachers]
+        noise = max([*sds, noise_floor])
+        spread = max(means) - min(means) if len(means) > 1 else 0.0
+        known = [g for g in gains if g is not None]
+        gain_spread = max(known) - min(known) if len(known) > 1 else None
+        sizes.append({"student": size, "teachers": teachers, "loss": means, "seed_sd": sds,
+                      "gain": gains, "spread": spread, "gain_spread": gain_spread,
+                      "noise": noise, "gap_matters": len(means) > 1 and spread > SIGNAL * noise,
+                      "teacher_effect": gain_spread is not None
+                      and gain_spread > SIGNAL * noise})
+    testable = [s for s in sizes if len(s["teachers"]) > 1]
+    verdict = ("not testable" if not testable else
+               "yes" if all(s["gap_matters"] for s in testable) else
+               "partly" if any(s["gap_matters"] for s in testable) else "no")
+    return {"verdict": verdict, "sizes": sizes,
+            "rule": f"loss spread across teachers > {SIGNAL:g} x seed noise "
+                    f"(noise floor {noise_floor:g} nats)",
+            "caveat": "with students pruned from their own teachers the loss spread mixes "
+                      "pruning damage with the teacher's effect; the gain over the baseline "
+                      "(gain_spread, teacher_effect) and the same-init control isolate the "
+                      "teacher"}
+
+
+def _h2(law: dict[str, Any] | None) -> dict[str, Any]:
+    if not law or not law.get("sizes"):
+        return {"verdict": "not testable", "sizes": []}
+    sizes = [{"student": s["student_params"], "best_teacher": s.get("optimum"),
+              "ratio": s.get("ratio"), "censored": bool(s.get("censored")),
+              "edge": s.get("censored_edge")} for s in law["sizes"]]
+    interior = sum(not s["censored"] for s in sizes)
+    verdict = "yes" if interior == len(sizes) else "partly" if interior else "no"
+    return {"verdict": verdict, "interior": interior, "sizes": sizes}
+
+
+def _h3(law: dict[str, Any] | None) -> dict[str, Any]:
+    ratios = [s["ratio"] for s in (law or {}).get("sizes", [])
+              if not s.get("censored") and s.get("ratio") is not None]
+    if len(ratios) < 2:
+        return {"verdict": "not testable", "ratios": ratios,
+                "why": "fewer than two student sizes with an optimum inside the teacher range"}
+    mean = statistics.fmean(ratios)
+    cv = statistics.stdev(ratios) / mean
+    ci = (law or {}).get("ratio_ci")
+    return {"verdict": "yes" if cv < 0.25 else "no", "ratios": ratios, "mean": mean, "cv": cv,
+            "rule": "coefficient of variation of T*/S across sizes < 0.25",
+            "paper_ratio_in_ci": None if not ci else bool(ci[0] <= PAPER_RATIO <= ci[1])}
+
+
+def _law(law: dict[str, Any] | None) -> dict[str, Any]:
+    if not law:
+        return {"status": "missing"}
+    keys = ("status", "reason", "slope", "slope_ci", "intercept", "intercept_ci", "r2", "ratio",
+            "ratio_ci", "ratio_r2", "n_points", "size_unit")
+    return {k: law.get(k) for k in keys if k in law} | {"paper_ratio": PAPER_RATIO}
+
+
+def findings_lines(f: dict[str, Any]) -> list[str]:
+    """A few human lines for a report."""
+    w = f["where"]
+    head = (f"{w.get('objective')} / {w.get('allocation')} / {w.get('init')} / "
+            f"{int(w.get('tokens', 0)):,} tok")
+    lines = [head, f"  H1 gap affects quality: {f['h1']['verdict']} ({f['h1'].get('rule', '')})"]
+    for s in f["h1"]["sizes"]:
+        gains = ", ".join("-" if g is None else f"{g:+.3f}" for g in s["gain"])
+        lines.append(f"    S {s['student'] / 1e6:.3g}M: loss spread {s['spread']:.3f} vs noise "
+                     f"{s['noise']:.4f}; gain over baseline by teacher size: {gains}"
+                     + ("" if s["gain_spread"] is None else
+                        f" (spread {s['gain_spread']:.3f})"))
+    h2 = f["h2"]
+    lines.append(f"  H2 interior optimum: {h2['verdict']}"
+                 + (f" ({h2['interior']} of {len(h2['sizes'])} sizes)" if h2["sizes"] else ""))
+    for s in h2["sizes"]:
+        where = f"censored at the {s['edge']} edge" if s["censored"] else "inside the range"
+        lines.append(f"    S {s['student'] / 1e6:.3g}M: best T {s['best_teacher'] / 1e6:.3g}M "
+                     f"({s['ratio']:.2f}x), {where}")
+    h3 = f["h3"]
+    lines.append(f"  H3 consistent ratio: {h3['verdict']}"
+                 + (f" (T*/S {', '.join(f'{r:.2f}' for r in h3['ratios'])}; cv {h3['cv']:.2f})"
+                    if "cv" in h3 else f" ({h3.get('why', '')})"))
+    law = f["law"]
+    if law.get("status") == "ok":
+        lines.append(f"  law: T* = {law['slope']:.3g}·S + {law['intercept']:.3g} (R² {law['r2']:.3f}); "
+                     f"T* = {law['ratio']:.3g}·S, CI [{law['ratio_ci'][0]:.3g}, "
+                     f"{law['ratio_ci'][1]:.3g}] vs the paper's ~{PAPER_RATIO}")
+    else:
+        lines.append(f"  law: {law.get('status')} — {law.get('reason', '')}")
+    return lines
