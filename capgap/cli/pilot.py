@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from capgap.sweep import SweepConfig, run_sweep
 
     cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")
+    if args.no_progress:  # also silences the training bars of teachers and worker processes
+        os.environ["CAPGAP_NO_PROGRESS"] = "1"
     if args.overwrite and args.out.exists():
         shutil.rmtree(args.out)
     summary = run_sweep(cfg, args.out, workers=args.workers, backend=args.backend,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from capgap.cli.common import add_config_flags, print_json
@@ -29,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from capgap.sweep.study import StudyConfig, run_study
 
     cfg = load_stage_config(StudyConfig, "study", args, default_preset="study")
+    if args.no_progress:  # also silences the training bars of teachers and worker processes
+        os.environ["CAPGAP_NO_PROGRESS"] = "1"
     if args.list:
         for name in cfg.parts:
             s = cfg.sweep(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from capgap.cli.common import add_config_flags, print_json
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from capgap.sweep import SweepConfig, run_sweep
 
     cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")
+    if args.no_progress:  # also silences the training bars of teachers and worker processes
+        os.environ["CAPGAP_NO_PROGRESS"] = "1"
     summary = run_sweep(cfg, Path(args.out), workers=args.workers, backend=args.backend,
                         progress=not args.no_progress)
     if args.json:

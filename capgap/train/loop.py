@@ -18,6 +18,7 @@ optimizer moments and RNG states are checkpointed.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -307,7 +308,8 @@ def train(
     wrapped.train()
     last_loss, last_eval = float("nan"), {}
     bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", dynamic_ncols=True,
-               mininterval=1.0, leave=False, disable=not par.is_main)
+               mininterval=1.0, leave=False,
+               disable=not par.is_main or os.environ.get("CAPGAP_NO_PROGRESS") == "1")
     window_t, window_tokens = time.perf_counter(), 0
     while step < total_steps:
         t0 = time.perf_counter()
