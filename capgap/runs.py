@@ -203,6 +203,15 @@ def iter_runs(root: str | Path) -> Iterator[Path]:
         yield done.parent
 
 
+def use_threads(threads: int) -> None:
+    """Pin this process (and what it spawns) to ``threads`` torch threads: the initialiser
+    of every worker pool (teacher pretraining, sweep cells)."""
+    import torch
+
+    os.environ["CAPGAP_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
 def env_threads() -> int:
     """Threads torch should use: CAPGAP_THREADS, else all visible cores."""
     value = os.environ.get("CAPGAP_THREADS")

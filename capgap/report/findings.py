@@ -41,7 +41,7 @@ def findings(rows: list[dict[str, Any]], law: dict[str, Any] | None, where: dict
     mine = setting_rows(rows, where)
     paired = paired_rows(mine)
     return {"where": where, "h1": _h1(paired, noise_floor), "h2": _h2(law),
-            "h3": _h3(law), "law": _law(law)}
+            "h3": _h3(law), "law": law_summary(law)}
 
 
 def _by_size(paired: list[dict[str, Any]]) -> dict[int, dict[int, list[dict[str, Any]]]]:
@@ -107,7 +107,8 @@ def _h3(law: dict[str, Any] | None) -> dict[str, Any]:
             "paper_ratio_in_ci": None if not ci else bool(ci[0] <= PAPER_RATIO <= ci[1])}
 
 
-def _law(law: dict[str, Any] | None) -> dict[str, Any]:
+def law_summary(law: dict[str, Any] | None) -> dict[str, Any]:
+    """The law's headline keys (fit, intervals, status), beside the paper's ratio."""
     if not law:
         return {"status": "missing"}
     keys = ("status", "reason", "slope", "slope_ci", "intercept", "intercept_ci", "r2", "ratio",

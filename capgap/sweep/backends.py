@@ -16,6 +16,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from capgap.errors import CapgapError
+from capgap.runs import use_threads
 from capgap.sweep.cell import run_cell
 
 BACKENDS = ("local", "ray")
@@ -55,13 +56,6 @@ def _run_inline(payloads: list[Payload], on_start: Callback, on_result: Callback
             on_result(run_cell(p))
 
 
-def _init_worker(threads: int) -> None:
-    os.environ["CAPGAP_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _run_pool(payloads: list[Payload], workers: int, on_start: Callback,
               on_result: Callback) -> None:
     """Spawned processes (fork would copy the driver's torch threads and locks).
@@ -76,7 +70,7 @@ def _run_pool(payloads: list[Payload], workers: int, on_start: Callback,
 
     def new_pool() -> ProcessPoolExecutor:
         pools.append(ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                         initializer=_init_worker, initargs=(threads,)))
+                                         initializer=use_threads, initargs=(threads,)))
         return pools[-1]
 
     def submit(p: Payload) -> Future:

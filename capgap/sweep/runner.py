@@ -179,22 +179,25 @@ def fit_sweep_law(cfg: SweepConfig, out: Path) -> dict[str, Any]:
     """Fit the law on the primary setting into ``law.json``, and every setting into
     ``laws/`` when the sweep has more than one. A fit that cannot run is recorded, not
     raised: an insufficient pilot is an honest result."""
-    law = _fit_one(cfg, out, primary_where(cfg))
+    law = fit_setting(cfg, out, primary_where(cfg))
     write_json(out / LAW_NAME, law)
     settings = all_settings(cfg)
     for where in settings if len(settings) > 1 else []:
         name = "-".join(str(v) for v in where.values())
-        write_json(out / "laws" / f"{name}.json", _fit_one(cfg, out, where))
+        write_json(out / "laws" / f"{name}.json", fit_setting(cfg, out, where))
     return law
 
 
-def _fit_one(cfg: SweepConfig, out: Path, where: dict[str, Any]) -> dict[str, Any]:
+def fit_setting(cfg: SweepConfig, out: Path, where: dict[str, Any],
+                size: str = "total") -> dict[str, Any]:
+    """The law of one setting of the sweep in ``out``; a fit that cannot run is recorded."""
     from capgap.errors import CapgapError
     from capgap.law import fit_source
     from capgap.sweep.store import read_rows
 
     try:  # done rows only: a cell whose student never got made has no sizes to read
-        law = fit_source(read_rows(out, status="done"), where=where, n_boot=cfg.law_bootstrap)
+        law = fit_source(read_rows(out, status="done"), where=where, size=size,
+                         n_boot=cfg.law_bootstrap)
         law["selection"] |= {"source": str(out / DB_NAME), "source_kind": "sqlite"}
         return law
     except CapgapError as e:

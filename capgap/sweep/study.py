@@ -140,17 +140,10 @@ def _share_teachers(sweep: SweepConfig, out: Path, part_dir: Path) -> None:
 def _fit_non_embedding(sweep: SweepConfig, part_dir: Path) -> None:
     """The part's primary law again, in non-embedding parameters (embeddings dominate micro
     models, so the two units can disagree)."""
-    from capgap.law import fit_source
-    from capgap.sweep.runner import primary_where
-    from capgap.sweep.store import read_rows
+    from capgap.sweep.runner import fit_setting, primary_where
 
-    where = primary_where(sweep)
-    try:
-        law = fit_source(read_rows(part_dir, status="done"), where=where, size="non_embedding",
-                         n_boot=sweep.law_bootstrap)
-    except CapgapError as e:
-        law = {"status": "error", "reason": str(e), "selection": {"where": where}}
-    write_json(part_dir / NE_LAW, law)
+    write_json(part_dir / NE_LAW,
+               fit_setting(sweep, part_dir, primary_where(sweep), size="non_embedding"))
 
 
 def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
@@ -171,15 +164,8 @@ def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
     write_json(part_dir / FINDINGS, out)
 
 
-def _law_line(law: dict[str, Any] | None) -> dict[str, Any]:
-    if not law:
-        return {"status": "missing"}
-    keep = ("status", "reason", "slope", "slope_ci", "intercept", "intercept_ci", "r2",
-            "ratio", "ratio_ci", "ratio_r2", "n_points", "size_unit")
-    return {k: law.get(k) for k in keep if k in law}
-
-
 def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
+    from capgap.report.findings import law_summary
     from capgap.report.tables import status_counts
     from capgap.sweep.store import DB_NAME, read_rows
 
@@ -188,7 +174,7 @@ def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
         laws = {}
         for unit, file in (("total", "law.json"), ("non_embedding", NE_LAW)):
             path = part / file
-            laws[unit] = _law_line(json.loads(path.read_text()) if path.is_file() else None)
+            laws[unit] = law_summary(json.loads(path.read_text()) if path.is_file() else None)
         entry["laws"] = laws
         if (part / FINDINGS).is_file():
             entry["findings"] = [

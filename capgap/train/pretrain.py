@@ -219,21 +219,14 @@ def _pretrain_parallel(cfg: PretrainConfig, sizes: list[str], todo: list[str], o
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    from capgap.runs import env_threads
+    from capgap.runs import env_threads, use_threads
 
     threads = max(1, env_threads() // workers)
     order = sorted(todo, key=sizes.index, reverse=True)
     with ProcessPoolExecutor(max_workers=min(workers, len(order)), mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
+                             initializer=use_threads, initargs=(threads,)) as pool:
         for f in [pool.submit(_pretrain_one, cfg, size, str(out), resume) for size in order]:
             f.result()
-
-
-def _init_worker(threads: int) -> None:
-    import os
-
-    os.environ["CAPGAP_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
 
 
 def _pretrain_one(cfg: PretrainConfig, size: str, out: str, resume: bool) -> None:
