@@ -67,6 +67,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise CapgapError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
+    if tp in (int, float) and isinstance(value, str):
+        value = _number(value)  # YAML 1.1 reads 2e6 (no dot) as a string
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CapgapError(f"{where}: expected a number, got {value!r}")
@@ -88,6 +90,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise CapgapError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     return value
+
+
+def _number(text: str) -> Any:
+    """``text`` as a number when it spells one (``2e6``, ``3e-4``), else unchanged."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:

@@ -33,6 +33,15 @@ def test_load_yaml_with_overrides(tmp_path):
     assert isinstance(cfg.inner.lr, float)
 
 
+def test_exponent_numbers_without_a_dot_are_numbers():
+    # YAML 1.1 reads 2e6 as a string; the README and --help write budgets that way
+    cfg = config.load(Outer, None, ["steps=2e6", "inner.lr=3e-4", "name=1e3"])
+    assert cfg.steps == 2_000_000 and isinstance(cfg.steps, int)
+    assert cfg.inner.lr == 3e-4 and cfg.name == "1e3"
+    with pytest.raises(CapgapError, match="expected an integer, got 2.5"):
+        config.load(Outer, None, ["steps=2.5e0"])
+
+
 def test_unknown_key_names_key_file_and_suggestion(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("inner:\n  lrr: 1\n")
