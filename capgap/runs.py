@@ -204,12 +204,27 @@ def iter_runs(root: str | Path) -> Iterator[Path]:
 
 
 def use_threads(threads: int) -> None:
-    """Pin this process (and what it spawns) to ``threads`` torch threads: the initialiser
-    of every worker pool (teacher pretraining, sweep cells)."""
+    """The initialiser of every worker pool (teacher pretraining, sweep cells): pin this
+    process (and what it spawns) to ``threads`` torch threads, and exit when the driver dies.
+
+    A driver killed by a signal it cannot handle (``kill -9``, a lost session) would otherwise
+    leave its workers training on, fighting a resumed driver for the same cores and folders.
+    Their artefacts are written atomically, so an abrupt exit loses only unsaved steps."""
+    import threading
+
     import torch
 
     os.environ["CAPGAP_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                     name="capgap-parent-watch").start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(70)  # EX_SOFTWARE: the driver is gone
 
 
 def env_threads() -> int:

@@ -21,13 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="cells (and teachers) trained at once (default: each part's workers)")
     p.add_argument("--list", action="store_true", help="list the parts and their grids, run nothing")
+    p.add_argument("--report", action="store_true",
+                   help="refit and re-report the parts that have data (also while another "
+                        "process runs the study), train nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print study.json")
 
 
 def run(args: argparse.Namespace) -> int:
     from capgap.cli.common import load_stage_config
-    from capgap.sweep.study import StudyConfig, run_study
+    from capgap.sweep.study import StudyConfig, report_study, run_study
 
     cfg = load_stage_config(StudyConfig, "study", args, default_preset="study")
     if args.no_progress:  # also silences the training bars of teachers and worker processes
@@ -40,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
                   f"seeds {s.seeds}; objectives {s.objectives}; init {s.students.init}"
                   + (f"; prune_from {s.students.prune_from}" if s.students.prune_from else ""))
         return 0
-    record = run_study(cfg, args.out, only=args.only, workers=args.workers,
-                       progress=not args.no_progress)
+    if args.report:
+        record = report_study(cfg, args.out)
+    else:
+        record = run_study(cfg, args.out, only=args.only, workers=args.workers,
+                           progress=not args.no_progress)
     if args.json:
         print_json(record)
         return 0
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         line = (f"ratio {law['ratio']:.3g} [{law['ratio_ci'][0]:.3g}, {law['ratio_ci'][1]:.3g}]"
                 if law.get("status") == "ok" else f"law {law.get('status')}")
         print(f"{name}: {entry.get('status_counts')}; {line}")
-    print(f"study: {args.out / 'study.json'}, {args.out / 'index.html'}")
+    print(f"study: {args.out / 'study.json'}, {args.out / 'index.html'}, "
+          f"{args.out / 'summary.md'}")
     failed = sum(e.get("failed", 0) for e in record["parts"].values())
     return 0 if failed == 0 else 1

@@ -80,13 +80,8 @@ def curve_figure(rows: list[dict[str, Any]], target: int, out: Path) -> tuple[st
     ax.set_xlabel("teacher parameters (total)")
     ax.set_ylabel("held-out loss (nats/token)")
     ax.set_title(f"student {target / 1e6:.3g}M params")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
     name = f"loss_student_{target}.png"
-    with atomic_path(out / name) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, out / name)
     return name, f"Student {target / 1e6:.3g}M: distilled (solid) and no-teacher baseline (dashed)"
 
 
@@ -115,15 +110,22 @@ def gain_figure(rows: list[dict[str, Any]], out: Path) -> tuple[str, str] | None
     ax.set_xscale("log")
     ax.set_xlabel("teacher / student size (requested)")
     ax.set_ylabel("gain over no-teacher baseline (nats/token)")
+    name = "gain.png"
+    save_figure(fig, ax, out / name)
+    return name, ("Distillation gain: baseline loss minus distilled loss, mean over seeds "
+                  "(above 0: the teacher helped)")
+
+
+def save_figure(fig: Any, ax: Any, path: Path) -> None:
+    """The report's figure finish: small legend, light grid, PNG written atomically, closed."""
+    import matplotlib.pyplot as plt
+
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    name = "gain.png"
-    with atomic_path(out / name) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-    return name, ("Distillation gain: baseline loss minus distilled loss, mean over seeds "
-                  "(above 0: the teacher helped)")
 
 
 def _series(rows: list[dict[str, Any]]) -> Iterable[tuple[str, list[tuple[float, float]], bool]]:

@@ -14,14 +14,15 @@ Each part is a sweep folder ``OUT/<part>/`` (results.sqlite, law.json, report/).
 whose teachers are the same pretrained family share one ``OUT/teachers/<family>-<hash>/``
 (linked as ``OUT/<part>/teachers``), so a family is trained once. Every part's law is
 fitted in total and in non-embedding parameters (``law.json``, ``law_non_embedding.json``);
-``OUT/study.json`` and ``OUT/index.html`` summarise the parts. Re-running skips finished
-cells; ``--only PART`` runs one part.
+``OUT/study.json``, ``OUT/index.html`` and ``OUT/summary.md`` summarise the parts and add what
+needs several parts at once (how the optimum moves with the budget, the same-init control;
+:mod:`capgap.report.synthesis`). Re-running skips finished cells; ``--only PART`` runs one
+part; ``--report`` (:func:`report_study`) rebuilds every view from the data without training.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import os
 import time
@@ -37,6 +38,8 @@ from capgap.sweep.config import SweepConfig
 STUDY_RECORD = "study.json"
 NE_LAW = "law_non_embedding.json"
 FINDINGS = "findings.json"
+SUMMARY = "summary.md"
+BUDGET_FIGURE = "optimum_vs_budget.png"
 
 
 @dataclass
@@ -89,21 +92,79 @@ def run_study(cfg: StudyConfig, out: str | Path, *, only: list[str] | None = Non
         _share_teachers(sweep, out, part_dir)
         t0 = time.perf_counter()
         summary = run_sweep(sweep, part_dir, workers=workers, progress=progress)
-        _fit_non_embedding(sweep, part_dir)
-        _write_findings(sweep, part_dir)
-        from capgap.report import build_report
-
-        build_report(part_dir)
+        _finish_part(sweep, part_dir)
         entry = record["parts"].get(name, {})
         entry.update(summary.to_dict() | {"out": str(part_dir)})
         entry["wall_s_total"] = round(entry.get("wall_s_total", 0.0)
                                       + (time.perf_counter() - t0), 1)
         record["parts"][name] = entry
         write_json(out / STUDY_RECORD, _summarise(record, out))
+    return _publish(cfg, record, out)
+
+
+def report_study(cfg: StudyConfig, out: str | Path) -> dict[str, Any]:
+    """Refit and re-report every part that has a database, running nothing: the laws,
+    findings and reports of parts still in progress (or being run by another process, whose
+    databases are read read-only), then ``study.json``, ``index.html`` and ``summary.md``."""
+    from capgap.sweep.runner import fit_sweep_law
+    from capgap.sweep.store import DB_NAME
+
+    out = Path(out)
+    if not out.is_dir():
+        raise CapgapError(f"{out}: no study folder (run `capgap study --out {out}` first)")
+    record = _load_record(out)
+    for name in cfg.parts:
+        part_dir = out / name
+        if not (part_dir / DB_NAME).is_file():
+            continue
+        sweep = cfg.sweep(name)
+        fit_sweep_law(sweep, part_dir)
+        _finish_part(sweep, part_dir)
+        record["parts"].setdefault(name, {"out": str(part_dir)})
+    return _publish(cfg, record, out)
+
+
+def _finish_part(sweep: SweepConfig, part_dir: Path) -> None:
+    """What a part adds to its sweep's own law: the non-embedding fit, findings, report."""
+    from capgap.report import build_report
+
+    _fit_non_embedding(sweep, part_dir)
+    _write_findings(sweep, part_dir)
+    build_report(part_dir)
+
+
+def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Summarise the parts, add the cross-part synthesis, write the study's views."""
+    from capgap.report.study import index_html, summary_markdown
+    from capgap.report.synthesis import budget_figure
+
     record = _summarise(record, out)
+    record["synthesis"] = _synthesis(cfg, record, out)
+    figure = budget_figure(record["synthesis"]["budget"], out / BUDGET_FIGURE)
+    found = _part_findings(record, out)
     write_json(out / STUDY_RECORD, record)
-    write_text(out / "index.html", _index(record, out))
+    write_text(out / "index.html", index_html(record, found, figure))
+    write_text(out / SUMMARY, summary_markdown(record, found))
     return record
+
+
+def _synthesis(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, Any]:
+    from capgap.report.synthesis import synthesis, tag_rows
+    from capgap.sweep.store import DB_NAME, read_rows
+
+    rows: list[dict[str, Any]] = []
+    for name in record["parts"]:
+        if name in cfg.parts and (out / name / DB_NAME).is_file():
+            sweep = cfg.sweep(name)
+            rows += tag_rows(read_rows(out / name), name, _family_name(sweep),
+                             sweep.students.prune_from)
+    first = cfg.sweep(next(iter(cfg.parts)))
+    return synthesis(rows, _family_name(first), first.objectives[0])
+
+
+def _family_name(sweep: SweepConfig) -> str:
+    pre = sweep.teachers.pretrain
+    return Path(pre.family).stem if pre is not None else "models"
 
 
 def _load_record(out: Path) -> dict[str, Any]:
@@ -187,30 +248,10 @@ def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
     return record
 
 
-def _index(record: dict[str, Any], out: Path) -> str:
-    from capgap.report.findings import findings_lines
-
-    rows, details = [], []
-    for name, entry in record["parts"].items():
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(entry.get("status_counts", {}).items()))
-        laws = []
-        for unit, law in entry.get("laws", {}).items():
-            if law.get("status") == "ok":
-                laws.append(f"{unit}: T* = {law['ratio']:.3g}·S "
-                            f"[{law['ratio_ci'][0]:.3g}, {law['ratio_ci'][1]:.3g}]")
-            else:
-                laws.append(f"{unit}: {law.get('status')} — {law.get('reason', '')}")
-        rows.append(f"<tr><td><a href='{html.escape(name)}/report/index.html'>"
-                    f"{html.escape(name)}</a></td><td>{html.escape(counts)}</td>"
-                    f"<td>{html.escape(str(entry.get('wall_s_total', '')))}</td>"
-                    f"<td>{'<br>'.join(html.escape(x) for x in laws)}</td></tr>")
+def _part_findings(record: dict[str, Any], out: Path) -> dict[str, list[dict[str, Any]]]:
+    found = {}
+    for name in record["parts"]:
         path = out / name / FINDINGS
         if path.is_file():
-            text = "\n".join(line for f in json.loads(path.read_text(encoding="utf-8"))
-                             for line in findings_lines(f))
-            details.append(f"<h2>{html.escape(name)}</h2><pre>{html.escape(text)}</pre>")
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td{padding:4px 8px}"
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>capgap study</title>"
-            f"<style>{style}</style></head><body><h1>capgap study</h1>"
-            "<table border=1><tr><th>part</th><th>cells</th><th>wall s</th><th>law</th></tr>"
-            f"{''.join(rows)}</table>{''.join(details)}</body></html>\n")
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found

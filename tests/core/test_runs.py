@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from capgap.errors import CapgapError
@@ -50,3 +53,41 @@ def test_metrics_truncate_and_torn_line(tmp_path):
     assert [r["step"] for r in run.metrics()] == [1, 2, 3, 4]
     run.truncate_metrics(2)
     assert [r["step"] for r in run.metrics()] == [1, 2]
+
+
+DRIVER = """
+import concurrent.futures as cf, multiprocessing as mp, sys, time
+from capgap.runs import use_threads
+pool = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
+                              initializer=use_threads, initargs=(1,))
+import os
+print(pool.submit(os.getpid).result(), flush=True)
+pool.submit(time.sleep, 120)
+time.sleep(120)
+"""
+
+
+def test_pool_workers_exit_when_their_driver_is_killed():
+    """kill -9 of a sweep driver must not leave its workers training on (use_threads)."""
+    import signal
+    import subprocess
+    import sys
+
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(driver.stdout.readline())
+        os.kill(worker, 0)  # alive while the driver is
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker outlived its driver by 20 s")
+    finally:
+        driver.kill()

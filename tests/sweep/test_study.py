@@ -47,8 +47,23 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path):
     assert by_teacher["B"]["student_params"] == paper["A"]["student_params"]
     assert json.loads((out / "study.json").read_text())["parts"].keys() == {"paper", "control"}
     assert "control/report/index.html" in (out / "index.html").read_text()
+    (ctrl,) = record["synthesis"]["control"]
+    assert ctrl["cut_from"] == "A" and [t["teacher"] for t in ctrl["teachers"]] == ["A", "B"]
+    assert ctrl["teachers"][0]["own_loss"] == paper["A"]["val_loss"]
+    assert (out / "summary.md").read_text().count("Same-init control") == 1
     again = run_study(cfg, out, progress=False)
     assert all(p["ran"] == 0 for p in again["parts"].values())
+    before = {p: read_rows(out / p) for p in ("paper", "control")}
+    for name in ("index.html", "summary.md", "study.json"):
+        (out / name).unlink()
+    (out / "paper" / "law.json").unlink()
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict(cfg)))
+    assert main(["study", "--config", str(path), "--out", str(out), "--report"]) == 0
+    assert (out / "paper" / "law.json").is_file() and (out / "summary.md").is_file()
+    assert json.loads((out / "study.json").read_text())["synthesis"]["control"] == \
+        record["synthesis"]["control"]
+    assert {p: read_rows(out / p) for p in ("paper", "control")} == before  # nothing trained
 
 
 def test_bad_parts_are_refused_before_anything_runs(sweep_root, tmp_path, capsys):
@@ -66,3 +81,5 @@ def test_bad_parts_are_refused_before_anything_runs(sweep_root, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no part 'nope'" in err[0]
     assert not (tmp_path / "o").exists()
+    assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--report"]) == 2
+    assert "no study folder" in capsys.readouterr().err

@@ -1,0 +1,222 @@
+"""Across a study's parts: where the best teacher sits, how it moves with the budget, and what
+the same-init control shows — computed from the parts' rows, never typed by hand.
+
+Each part is a sweep; its ``findings.json`` answers H1-H3 inside that part. The questions that
+need several parts at once are answered here:
+
+* **Optima** (:func:`optimum_table`): for every group of distilled cells that differ only in
+  the teacher — (family, objective, init, allocation, pruning source, budget, student size) —
+  the best teacher by seed-mean loss, whether it sits at an edge of the teachers tried
+  (censored), how far it beats the smallest teacher, and the seed noise to read that against.
+* **Budget** (:func:`budget_rows`): the optima of the paper's setting (own-pruned students,
+  the study's first objective) as a size × budget grid: how the optimum moves with budget.
+* **Control** (:func:`control_rows`): students all pruned from one teacher and distilled from
+  every teacher, beside the paper's own-pruned students at the same size, budget and seeds.
+  With one initialisation for all teachers, the loss spread is the teacher's own effect.
+
+A cell that two parts share (by its key) counts once per group; the control's cell on the
+teacher it was cut from is also the paper's cell for that teacher, so it sits in both.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from capgap.report.findings import NOISE_FLOOR, SIGNAL
+
+GROUP_KEYS = ("family", "objective", "init", "allocation", "source", "tokens", "student_target")
+BASE_KEYS = ("family", "init", "allocation", "tokens", "student_target", "seed", "pruned_from")
+
+
+def tag_rows(rows: Iterable[dict[str, Any]], part: str, family: str,
+             prune_from: str | None = None) -> list[dict[str, Any]]:
+    """Finished rows of one part, with its name, its teacher family and where its students
+    were cut from: ``own`` (each from its teacher) or ``from T`` (a same-init control, the
+    part's ``students.prune_from``; its cell on T itself belongs to the control too)."""
+    out = []
+    for r in rows:
+        if r.get("status") != "done" or r.get("val_loss") is None:
+            continue
+        cut = r.get("pruned_from") or r["teacher"]
+        source = f"from {prune_from}" if prune_from and r["alpha"] < 1 else "own"
+        out.append({**r, "part": part, "family": family, "pruned_from": cut, "source": source})
+    return out
+
+
+def _unique(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        seen.setdefault((r.get("key") or id(r), r["source"]), r)
+    return list(seen.values())
+
+
+def _baselines(rows: list[dict[str, Any]]) -> dict[tuple, float]:
+    return {tuple(r[k] for k in BASE_KEYS): r["val_loss"] for r in rows if r["alpha"] >= 1}
+
+
+def optimum_table(rows: list[dict[str, Any]],
+                  noise_floor: float = NOISE_FLOOR) -> list[dict[str, Any]]:
+    """One entry per group of distilled cells that differ only in the teacher (and seed)."""
+    rows = _unique(rows)
+    base = _baselines(rows)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["alpha"] < 1:
+            groups.setdefault(tuple(r[k] for k in GROUP_KEYS), []).append(r)
+    out = []
+    for key, cells in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        by_t: dict[int, list[dict[str, Any]]] = {}
+        for r in cells:
+            by_t.setdefault(r["teacher_params"], []).append(r)
+        teachers = sorted(by_t)
+        means = [statistics.fmean(r["val_loss"] for r in by_t[t]) for t in teachers]
+        sds = [statistics.stdev([r["val_loss"] for r in by_t[t]]) if len(by_t[t]) > 1 else None
+               for t in teachers]
+        gains = []
+        for t in teachers:
+            g = [base[b] - r["val_loss"] for r in by_t[t]
+                 if (b := tuple(r[k] for k in BASE_KEYS)) in base]
+            gains.append(statistics.fmean(g) if g else None)
+        j = min(range(len(teachers)), key=lambda i: (means[i], i))
+        last = len(teachers) - 1
+        edge = "both" if last == 0 else "low" if j == 0 else "high" if j == last else None
+        known = [s for s in sds if s is not None]
+        entry = dict(zip(GROUP_KEYS, key, strict=True))
+        entry.update({
+            "teachers": [by_t[t][0]["teacher"] for t in teachers], "teacher_params": teachers,
+            "student_params": round(statistics.fmean(r["student_params"] for r in cells)),
+            "seeds": sorted({r["seed"] for r in cells}), "loss": means, "seed_sd": sds,
+            "gain": gains, "best": by_t[teachers[j]][0]["teacher"],
+            "best_params": teachers[j], "ratio": teachers[j] / key[-1], "censored": edge,
+            "margin_vs_smallest": means[0] - means[j],
+            "spread": max(means) - min(means),
+            "noise": max([*known, noise_floor]), "noise_measured": bool(known),
+            "parts": sorted({r["part"] for r in cells})})
+        out.append(entry)
+    return out
+
+
+def budget_rows(table: list[dict[str, Any]], family: str, objective: str) -> list[dict[str, Any]]:
+    """The paper's setting (own-pruned, ``objective``) of ``family``: one row per (size,
+    budget), sorted by size then budget — where the optimum sits at each budget."""
+    mine = [g for g in table if g["family"] == family and g["objective"] == objective
+            and g["init"] == "pruned" and g["source"] == "own"]
+    return sorted(mine, key=lambda g: (g["student_target"], g["tokens"], g["allocation"]))
+
+
+def control_rows(table: list[dict[str, Any]],
+                 rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each same-init control group beside the own-pruned cells of the same size, budget,
+    objective and seeds; noise is the own-pruned seed spread when the control has one seed."""
+    rows = _unique(rows)
+    base = _baselines(rows)
+    out = []
+    for g in (g for g in table if g["source"].startswith("from ")):
+        match = [r for r in rows if r["alpha"] < 1 and r["source"] == "own"
+                 and all(r[k] == g[k] for k in GROUP_KEYS if k != "source")]
+        seeds = set(g["seeds"])
+        own_all = [r for r in match if r["seed"] in seeds]
+        per_teacher = []
+        for name, t, loss in zip(g["teachers"], g["teacher_params"], g["loss"], strict=True):
+            own = [r for r in own_all if r["teacher_params"] == t]
+            own_gain = [base[b] - r["val_loss"] for r in own
+                        if (b := tuple(r[k] for k in BASE_KEYS)) in base]
+            per_teacher.append({
+                "teacher": name, "teacher_params": t, "control_loss": loss,
+                "control_gain": g["gain"][g["teachers"].index(name)],
+                "own_loss": statistics.fmean(r["val_loss"] for r in own) if own else None,
+                "own_gain": statistics.fmean(own_gain) if own_gain else None})
+        own_sds = [statistics.stdev(v) for v in _by_teacher(match).values() if len(v) > 1]
+        noise = g["noise"] if g["noise_measured"] else max([*own_sds, g["noise"]])
+        own_means = {t["teacher"]: t["own_loss"] for t in per_teacher if t["own_loss"] is not None}
+        own_best = min(own_means, key=lambda n: own_means[n]) if own_means else None
+        out.append({k: g[k] for k in (*GROUP_KEYS, "seeds")} | {
+            "cut_from": g["source"][5:], "teachers": per_teacher, "best": g["best"],
+            "censored": g["censored"], "ratio": g["ratio"], "spread": g["spread"],
+            "noise": noise, "teacher_effect": g["spread"] > SIGNAL * noise,
+            "own_best": own_best, "same_best": own_best == g["best"]})
+    return out
+
+
+def _by_teacher(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        out.setdefault(r["teacher"], []).append(r["val_loss"])
+    return out
+
+
+def synthesis(rows: list[dict[str, Any]], primary_family: str,
+              primary_objective: str) -> dict[str, Any]:
+    """Everything above, as one JSON-ready dict (``study.json["synthesis"]``)."""
+    table = optimum_table(rows)
+    return {"primary": {"family": primary_family, "objective": primary_objective},
+            "optima": table, "budget": budget_rows(table, primary_family, primary_objective),
+            "control": control_rows(table, rows),
+            "rule": f"an effect counts when it exceeds {SIGNAL:g} x the seed noise "
+                    f"(floor {NOISE_FLOOR:g} nats); an optimum at the smallest or largest "
+                    "teacher tried is censored"}
+
+
+def _m(x: float) -> str:
+    return f"{x / 1e6:.3g}M"
+
+
+def optimum_line(g: dict[str, Any]) -> str:
+    """``S 0.3M, 2,000,000 tok: best T2 (1.84M, 6.1x), inside the range, beats the smallest
+    teacher by 0.012 (noise 0.004)``."""
+    where = (f"censored at the {g['censored']} edge" if g["censored"] else "inside the range")
+    beat = ("" if g["censored"] == "low" else
+            f", beats the smallest teacher by {g['margin_vs_smallest']:.3f}")
+    return (f"S {_m(g['student_target'])}, {g['tokens']:,} tok, seeds {len(g['seeds'])}: "
+            f"best {g['best']} ({_m(g['best_params'])}, {g['ratio']:.2f}x), {where}{beat} "
+            f"(noise {g['noise']:.4f}{'' if g['noise_measured'] else ', floor'})")
+
+
+def control_line(c: dict[str, Any]) -> list[str]:
+    """A few lines on one control group."""
+    effect = "exceeds" if c["teacher_effect"] else "does not exceed"
+    lines = [f"S {_m(c['student_target'])} cut from {c['cut_from']}, {c['tokens']:,} tok: "
+             f"loss spread across teachers {c['spread']:.3f} {effect} {SIGNAL:g} x noise "
+             f"{c['noise']:.4f}; best teacher {c['best']} (own-pruned best: {c['own_best']})"]
+    for t in c["teachers"]:
+        own = "-" if t["own_loss"] is None else f"{t['own_loss']:.3f}"
+        cg = "-" if t["control_gain"] is None else f"{t['control_gain']:+.3f}"
+        og = "-" if t["own_gain"] is None else f"{t['own_gain']:+.3f}"
+        lines.append(f"    {t['teacher']} ({_m(t['teacher_params'])}): same-init "
+                     f"{t['control_loss']:.3f} (gain {cg}); own-pruned {own} (gain {og})")
+    return lines
+
+
+def budget_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
+    """Best teacher / student against the budget, one line per size; hollow markers where
+    the optimum is censored. False (nothing written) without at least one row."""
+    if not budget:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from capgap.report.html import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    sizes = sorted({g["student_target"] for g in budget})
+    for i, s in enumerate(sizes):
+        mine = [g for g in budget if g["student_target"] == s]
+        colour = f"C{i}"
+        ax.plot([g["tokens"] for g in mine], [g["ratio"] for g in mine], "-", color=colour,
+                label=f"S {_m(s)}")
+        for g in mine:
+            ax.plot(g["tokens"], g["ratio"], "o", color=colour,
+                    mfc="none" if g["censored"] else colour)
+    ax.axhline(2.5, color="k", ls=":", lw=1, label="paper ~2.5x")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("distillation budget (tokens)")
+    ax.set_ylabel("best teacher / student (total params)")
+    ax.set_title("Where the best teacher sits (hollow: censored at an edge)")
+    save_figure(fig, ax, Path(path))
+    return True

@@ -1,0 +1,100 @@
+"""The study's cross-part synthesis, on hand-made rows whose answers are known: the optimum and
+its censoring per group, gains over the right baseline (the control's is the baseline of the
+teacher it was cut from), cells shared by two parts counted once, noise borrowed from the
+own-pruned seeds when the control has one seed."""
+
+from __future__ import annotations
+
+import pytest
+
+from capgap.report.study import summary_markdown
+from capgap.report.synthesis import (
+    budget_figure,
+    budget_rows,
+    control_rows,
+    optimum_table,
+    synthesis,
+    tag_rows,
+)
+
+TEACHERS = {"T0": 600_000, "T1": 1_200_000, "T2": 1_800_000, "T3": 3_300_000}
+
+
+def row(teacher: str, loss: float, *, seed: int = 0, alpha: float = 0.5, tokens: int = 1000,
+        cut: str | None = None, objective: str = "soft_ce", key: str | None = None) -> dict:
+    cut = cut or teacher
+    return {"key": key or f"{teacher}-{cut}-{seed}-{alpha}-{tokens}-{objective}",
+            "status": "done", "teacher": teacher, "teacher_params": TEACHERS[teacher],
+            "student_target": 300_000, "student_params": 301_000, "alpha": alpha,
+            "objective": objective if alpha < 1 else "ce", "allocation": "global",
+            "init": "pruned", "tokens": tokens, "seed": seed, "val_loss": loss,
+            "pruned_from": cut}
+
+
+def paper_rows(tokens: int, losses: dict[str, float], seeds: int = 1) -> list[dict]:
+    out = []
+    for s in range(seeds):
+        for t, loss in losses.items():
+            out.append(row(t, loss + 0.001 * s, seed=s, tokens=tokens))
+            out.append(row(t, loss + 0.05 + 0.001 * s, seed=s, tokens=tokens, alpha=1.0))
+    return out
+
+
+def test_optimum_is_the_seed_mean_argmin_with_its_edge_and_margin():
+    rows = tag_rows(paper_rows(1000, {"T0": 5.00, "T1": 5.02, "T2": 5.05})
+                    + paper_rows(9000, {"T0": 4.60, "T1": 4.55, "T2": 4.58}, seeds=3),
+                    "p", "fam")
+    table = {g["tokens"]: g for g in optimum_table(rows)}
+    assert table[1000]["best"] == "T0" and table[1000]["censored"] == "low"
+    assert table[1000]["noise"] == pytest.approx(0.004) and not table[1000]["noise_measured"]
+    mid = table[9000]
+    assert mid["best"] == "T1" and mid["censored"] is None
+    assert mid["ratio"] == pytest.approx(1_200_000 / 300_000)
+    assert mid["margin_vs_smallest"] == pytest.approx(0.05)
+    assert mid["seeds"] == [0, 1, 2] and mid["noise_measured"]
+    assert mid["gain"] == pytest.approx([0.05, 0.05, 0.05])  # each over its own baseline
+    assert [g["tokens"] for g in budget_rows(list(table.values()), "fam", "soft_ce")] == [
+        1000, 9000]
+    assert budget_rows(list(table.values()), "other", "soft_ce") == []
+
+
+def test_control_gains_are_over_the_baseline_of_the_teacher_it_was_cut_from():
+    paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95, "T3": 5.10}, seeds=2)
+    control = [row("T0", 5.00, cut="T0", key="T0-T0-0-0.5-1000-soft_ce"),  # the same cell
+               row("T1", 4.97, cut="T0"), row("T2", 4.93, cut="T0"), row("T3", 4.99, cut="T0")]
+    rows = tag_rows(paper, "paper", "fam") + tag_rows(control, "control", "fam", "T0")
+    table = optimum_table(rows)
+    groups = {g["source"]: g for g in table}
+    assert set(groups) == {"own", "from T0"}
+    ctrl = groups["from T0"]
+    assert ctrl["teachers"] == ["T0", "T1", "T2", "T3"] and ctrl["best"] == "T2"
+    t0_baseline = 5.05
+    assert ctrl["gain"] == pytest.approx([t0_baseline - x for x in (5.00, 4.97, 4.93, 4.99)])
+    (c,) = control_rows(table, rows)
+    assert c["cut_from"] == "T0" and c["seeds"] == [0]
+    assert c["own_best"] == "T1" and not c["same_best"]
+    by_t = {t["teacher"]: t for t in c["teachers"]}
+    assert by_t["T1"]["own_loss"] == pytest.approx(4.90)  # seed 0 only, as in the control
+    assert by_t["T1"]["own_gain"] == pytest.approx(0.05)
+    assert c["spread"] == pytest.approx(0.07)
+    assert c["noise"] == pytest.approx(0.004)  # own seeds differ by 0.001 -> the floor wins
+    assert c["teacher_effect"]
+    assert sum(1 for r in rows if r["key"] == "T0-T0-0-0.5-1000-soft_ce") == 2
+    assert optimum_table(rows + rows) == table  # a part read twice changes nothing
+    assert len([g for g in table if g["source"] == "own"][0]["seeds"]) == 2
+
+
+def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
+    rows = tag_rows(paper_rows(1000, {"T0": 5.0, "T1": 4.9, "T2": 5.1})
+                    + paper_rows(4000, {"T0": 4.8, "T1": 4.7, "T2": 4.6}), "p", "fam")
+    syn = synthesis(rows, "fam", "soft_ce")
+    record = {"parts": {"p": {"status_counts": {"done": 12}, "wall_s_total": 3600.0,
+                              "laws": {"total": {"status": "insufficient", "reason": "r"}}}},
+              "synthesis": syn}
+    text = summary_markdown(record, {})
+    assert "| p | 12 done | 1.00 h | total: insufficient — r |" in text
+    assert "best T1 (1.2M, 4.00x), inside the range" in text
+    assert "best T2 (1.8M, 6.00x), censored at the high edge" in text
+    assert budget_figure(syn["budget"], tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 1000
+    assert not budget_figure([], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
