@@ -47,14 +47,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="DIR", type=Path, help="also save the tokenizer and data.json here"
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    stream_help = ("stream a weighted mixture of corpora (local files or hf: datasets, never "
+                   "held in memory) into a token store that runs name as tokens:DIR")
+    q = sub.add_parser("stream", help=stream_help, description=stream_help)
+    q.add_argument("--source", action="append", required=True, metavar="SRC[=WEIGHT]",
+                   help="a corpus (as for prepare) and its weight, e.g. hf:NAME=0.7 (repeat)")
+    q.add_argument("--tokenizer", required=True, metavar="DIR",
+                   help="the student's Hugging Face tokenizer (or model) folder")
+    q.add_argument("--tokens", type=float, required=True,
+                   help="training tokens to stream, e.g. 2e9")
+    q.add_argument("--text-field", default="text", help="JSONL/dataset text field (default: text)")
+    q.add_argument("--seed", type=int, default=0, help="shuffle seed (default: 0)")
+    q.add_argument("--shuffle-buffer", type=int, default=10_000,
+                   help="documents per source in the shuffle buffer (default: %(default)s)")
+    q.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help="share of pieces held out (default: %(default)s)")
+    q.add_argument("--out", metavar="DIR", type=Path,
+                   help="write the store here (default: the content-addressed cache)")
+    q.add_argument("--json", action="store_true", help="print the store's meta.json")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "stream":
+        meta = stream(args)
+        if args.json:
+            print(json.dumps(meta, indent=2))
+        else:
+            for src in meta["sources"]:
+                print(f"{src['corpus']}: {src['tokens']:,} train tokens "
+                      f"({100 * src['realised_share']:.1f} %, asked {100 * src['share']:.1f} %)"
+                      + (", ran out" if src["exhausted"] else ""))
+            print(f"store      tokens:{meta['path']} (train {meta['train_tokens']:,}, "
+                  f"val {meta['val_tokens']:,})")
+        return 0
     if args.action != "prepare":
         raise CapgapError(f"unknown action {args.action!r}")
     summary = prepare(args)
     print(json.dumps(summary, indent=2) if args.json else _format(summary))
     return 0
+
+
+def stream(args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or reuse) the streamed store and return its meta.json plus its path."""
+    from capgap.data.stream import stream_store
+    from capgap.data.tokenizer import load_tokenizer
+
+    sources = [_source(text, args.text_field) for text in args.source]
+    path = stream_store(sources, load_tokenizer(args.tokenizer), int(args.tokens),
+                        seed=args.seed, shuffle_buffer=args.shuffle_buffer,
+                        val_fraction=args.val_fraction, out=args.out)
+    return json.loads((path / "meta.json").read_text(encoding="utf-8")) | {"path": str(path)}
+
+
+def _source(text: str, text_field: str) -> Any:
+    from capgap.data.stream import StreamSource
+
+    spec, sep, weight = text.rpartition("=")
+    if not sep:
+        return StreamSource(text, 1.0, text_field)
+    try:
+        return StreamSource(spec, float(weight), text_field)
+    except ValueError:
+        raise CapgapError(f"--source {text}: the weight after '=' must be a number") from None
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:

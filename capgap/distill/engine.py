@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from capgap.data.tokenizer import tokenizer_hash
 from capgap.distill.cache import CachedTeacherLoader, TeacherCacheConfig
 from capgap.distill.losses import TopKTeacher
 from capgap.errors import CapgapError
@@ -65,7 +67,8 @@ class ObjectiveConfig:
 @dataclass
 class DistillDataConfig:
     corpus: str = "default"
-    """'default' (embedded corpus), a .txt/.jsonl file or folder, or hf:NAME."""
+    """'default' (embedded corpus), a .txt/.jsonl file or folder, hf:NAME, or tokens:PATH (a
+    store built by ``capgap data stream``, for mixtures too large to hold in memory)."""
     seq_len: int = 0
     """Training sequence length (0: the student's context, at most 1024)."""
 
@@ -258,7 +261,6 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     ``force``: resume even though the config differs from the one the run started with
     (the differing keys are logged and the new config is stored).
     """
-    from capgap.data import TokenStore, load_corpus
     from capgap.evaluate.heldout import model_context
     from capgap.runs import is_complete
 
@@ -272,8 +274,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     total_steps_for(cfg.train, cfg.train.micro_batch_size * cfg.train.grad_accum * seq_len)
     run = _open_run(cfg, out, resume, overwrite, force, par)
     _warn(run, par, size_warning(student, teacher))
-    corpus = load_corpus(cfg.data.corpus)
-    store = TokenStore.load(par.on_main(lambda: TokenStore.build_or_load(corpus, tokenizer).path))
+    store, heldout = _data(cfg, tokenizer, par)
     loader = _train_loader(cfg, store, seq_len, teacher, par)
     n_s = count_params(student)
     n_t = None if teacher is None else count_params(teacher).total
@@ -287,7 +288,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     result = train(student, loader, make_step(teacher, cfg.objective), cfg.train, run,
                    eval_fn=_quick_eval(cfg, store, seq_len, par.device), desc=desc)
     if par.is_main:
-        _finish(cfg, run, result, tokenizer, corpus, seq_len, n_s, n_t, cache, t0)
+        _finish(cfg, run, result, tokenizer, heldout, seq_len, n_s, n_t, cache, t0)
     par.barrier()
     par.close()
     return DistillResult(**run.summary()["result"])
@@ -307,16 +308,34 @@ def _quick_eval(cfg: DistillConfig, store: Any, seq_len: int, dev: torch.device)
     return quick_eval
 
 
-def _finish(cfg: DistillConfig, run: RunDir, result: Any, tokenizer: Any, corpus: Any,
-            seq_len: int, n_s: Any, n_t: int | None, cache: Path | None, t0: float) -> None:
+def _data(cfg: DistillConfig, tokenizer: Any, par: Any) -> tuple[Any, Callable[[], str]]:
+    """The packed streams (tokenised once, by rank 0) and the held-out text's source: a
+    corpus, or a ``tokens:PATH`` store streamed beforehand (:mod:`capgap.data.stream`)."""
+    from capgap.data import TokenStore, load_corpus, validation_text
+    from capgap.data.stream import is_token_store_spec, store_path, validation_text_of
+
+    limit = cfg.eval.max_bytes or None
+    if is_token_store_spec(cfg.data.corpus):
+        path = store_path(cfg.data.corpus)
+        store = TokenStore.load(path)
+        if store.meta.get("tokenizer_hash") != tokenizer_hash(tokenizer):
+            raise CapgapError(f"{cfg.data.corpus} was tokenised with another tokenizer than "
+                              "the student's; stream it again with the student's tokenizer")
+        return store, lambda: validation_text_of(path, limit)
+    corpus = load_corpus(cfg.data.corpus)
+    store = TokenStore.load(par.on_main(lambda: TokenStore.build_or_load(corpus, tokenizer).path))
+    return store, lambda: validation_text(corpus, limit)
+
+
+def _finish(cfg: DistillConfig, run: RunDir, result: Any, tokenizer: Any,
+            heldout: Callable[[], str], seq_len: int, n_s: Any, n_t: int | None,
+            cache: Path | None, t0: float) -> None:
     """Rank 0: final held-out scores, the model in the student's format, metrics, DONE."""
-    from capgap.data import validation_text
     from capgap.evaluate.heldout import evaluate_text
     from capgap.models.anymodel import save_any_model
 
     student = result.model
-    final = evaluate_text(student, tokenizer, validation_text(corpus, cfg.eval.max_bytes or None),
-                          seq_len, cfg.eval.batch_size)
+    final = evaluate_text(student, tokenizer, heldout(), seq_len, cfg.eval.batch_size)
     model_dir = save_any_model(student, tokenizer, run.path / "model", overwrite=True)
     res = DistillResult(
         val_loss=final.loss, val_ppl=final.ppl, val_bpb=final.bpb, student_params=n_s.total,

@@ -87,6 +87,12 @@ class DistillStage:
     mixture: list[MixtureSource] = field(default_factory=lambda: [MixtureSource()])
     mixture_tokens: int = 0
     """Tokens drawn into the mixture (0: train.tokens); unused with a single source."""
+    stream: bool = False
+    """Stream the mixture into a token store (:mod:`capgap.data.stream`): sources are read
+    lazily (hf: datasets with streaming=True) and never held in memory — for LLM-scale
+    mixtures. Off: the in-memory mixture (:mod:`capgap.recipe.mixture`)."""
+    shuffle_buffer: int = 10_000
+    """Documents per source in the streaming shuffle buffer (with ``stream``)."""
     seq_len: int = 0
     """0: the student's context, at most 1024."""
     teacher_dtype: str = "auto"
@@ -317,12 +323,21 @@ def distill_stage(cfg: MinimaConfig, student: Path, out: Path,
     """Distil the pruned student from the teacher on the mixture (engine's run folder)."""
     from capgap.distill.engine import DistillConfig, DistillDataConfig, distill
     from capgap.models.io import load_tokenizer
-    from capgap.recipe.mixture import mixture_corpus, read_meta
+    from capgap.recipe.mixture import mixture_corpus
 
     d = cfg.distill
     if not is_complete(out):
-        corpus = mixture_corpus(d.mixture, load_tokenizer(student),
-                                d.mixture_tokens or d.train.tokens, seed=d.train.seed)
+        tokenizer = load_tokenizer(student)
+        tokens = d.mixture_tokens or d.train.tokens
+        if d.stream:
+            from capgap.data.stream import TOKENS_PREFIX, StreamSource, stream_store
+
+            path = stream_store([StreamSource(m.corpus, m.weight, m.text_field)
+                                 for m in d.mixture], tokenizer, tokens, seed=d.train.seed,
+                                shuffle_buffer=d.shuffle_buffer)
+            corpus = TOKENS_PREFIX + str(path)
+        else:
+            corpus = mixture_corpus(d.mixture, tokenizer, tokens, seed=d.train.seed)
         dcfg = DistillConfig(student=str(student), teacher=cfg.teacher,
                              teacher_dtype=d.teacher_dtype,
                              data=DistillDataConfig(corpus=corpus, seq_len=d.seq_len),
@@ -330,7 +345,19 @@ def distill_stage(cfg: MinimaConfig, student: Path, out: Path,
         distill(dcfg, out, resume=True, force=force)
     corpus = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))["data"]["corpus"]
     return RunDir(out, True, True).summary()["result"] | {"corpus": corpus,
-                                                          "mixture": read_meta(corpus)}
+                                                          "mixture": _mixture_meta(corpus)}
+
+
+def _mixture_meta(corpus: str) -> dict[str, Any] | None:
+    """The realised mixture: the streamed store's sources, or the in-memory mixture's."""
+    from capgap.data.stream import is_token_store_spec, store_path
+    from capgap.recipe.mixture import read_meta
+
+    if is_token_store_spec(corpus):
+        meta = json.loads((store_path(corpus) / "meta.json").read_text(encoding="utf-8"))
+        keys = ("requested_tokens", "limited_by_source", "sources")
+        return {k: meta[k] for k in keys} | {"tokens": meta["train_tokens"], "streamed": True}
+    return read_meta(corpus)
 
 
 def _sft(cfg: MinimaConfig, model: Path, out: Path, force: bool) -> dict[str, Any]:

@@ -119,6 +119,21 @@ def test_three_stages_end_to_end(world, finished):
     assert "im_start" in (out / "3-sft" / "model" / "chat_template.jinja").read_text()
 
 
+def test_streamed_mixture_feeds_the_same_distillation(world, finished, tmp_path):
+    """distill.stream: the mixture is streamed into a token store (tokens:PATH) and the
+    realised shares are reported as for the in-memory mixture."""
+    from capgap.recipe.minima import distill_stage
+
+    _, out = finished
+    cfg = tiny_cfg(world)
+    cfg.distill.stream, cfg.distill.shuffle_buffer = True, 4
+    res = distill_stage(cfg, out / "1-prune" / "model", tmp_path / "d")
+    assert res["corpus"].startswith("tokens:") and res["mixture"]["streamed"]
+    shares = [s["realised_share"] for s in res["mixture"]["sources"]]
+    assert shares == pytest.approx([0.7, 0.3], abs=0.1)
+    assert 1.0 < res["val_loss"] < 7.0
+
+
 def test_scores_choose_the_kept_units(world, finished):
     """The pruned weights are the teacher's rows/columns the saved scores rank highest."""
     from capgap.prune import Scores
