@@ -7,7 +7,10 @@ need several parts at once are answered here:
 * **Optima** (:func:`optimum_table`): for every group of distilled cells that differ only in
   the teacher — (family, objective, init, allocation, pruning source, budget, student size) —
   the best teacher by seed-mean loss, whether it sits at an edge of the teachers tried
-  (censored), how far it beats the smallest teacher, and the seed noise to read that against.
+  (censored), how far it beats the smallest teacher, and the seed noise to read that against;
+  also the teacher with the largest gain over its own no-teacher baseline (with students
+  pruned from their own teachers, the loss mixes pruning damage with the teacher's effect,
+  the gain does not).
 * **Budget** (:func:`budget_rows`): the optima of the paper's setting (own-pruned students,
   the study's first objective) as a size × budget grid: how the optimum moves with budget.
 * **Control** (:func:`control_rows`): students all pruned from one teacher and distilled from
@@ -82,8 +85,10 @@ def optimum_table(rows: list[dict[str, Any]],
             gains.append(statistics.fmean(g) if g else None)
         j = min(range(len(teachers)), key=lambda i: (means[i], i))
         last = len(teachers) - 1
-        edge = "both" if last == 0 else "low" if j == 0 else "high" if j == last else None
+        edge = _edge(j, last)
         known = [s for s in sds if s is not None]
+        with_gain = [i for i, g in enumerate(gains) if g is not None]
+        jg = max(with_gain, key=lambda i: (gains[i], -i)) if with_gain else None
         entry = dict(zip(GROUP_KEYS, key, strict=True))
         entry.update({
             "teachers": [by_t[t][0]["teacher"] for t in teachers], "teacher_params": teachers,
@@ -92,11 +97,17 @@ def optimum_table(rows: list[dict[str, Any]],
             "gain": gains, "best": by_t[teachers[j]][0]["teacher"],
             "best_params": teachers[j], "ratio": teachers[j] / key[-1], "censored": edge,
             "margin_vs_smallest": means[0] - means[j],
+            "best_gain": None if jg is None else by_t[teachers[jg]][0]["teacher"],
+            "best_gain_edge": None if jg is None else _edge(jg, last),
             "spread": max(means) - min(means),
             "noise": max([*known, noise_floor]), "noise_measured": bool(known),
             "parts": sorted({r["part"] for r in cells})})
         out.append(entry)
     return out
+
+
+def _edge(j: int, last: int) -> str | None:
+    return "both" if last == 0 else "low" if j == 0 else "high" if j == last else None
 
 
 def budget_rows(table: list[dict[str, Any]], family: str, objective: str) -> list[dict[str, Any]]:
@@ -170,9 +181,14 @@ def optimum_line(g: dict[str, Any]) -> str:
     where = (f"censored at the {g['censored']} edge" if g["censored"] else "inside the range")
     beat = ("" if g["censored"] == "low" else
             f", beats the smallest teacher by {g['margin_vs_smallest']:.3f}")
+    gain = ""
+    if g.get("best_gain") is not None:
+        i = g["teachers"].index(g["best_gain"])
+        gain = (f"; largest gain over its baseline: {g['best_gain']} ({g['gain'][i]:+.3f}"
+                + (f", {g['best_gain_edge']} edge)" if g["best_gain_edge"] else ")"))
     return (f"S {_m(g['student_target'])}, {g['tokens']:,} tok, seeds {len(g['seeds'])}: "
             f"best {g['best']} ({_m(g['best_params'])}, {g['ratio']:.2f}x), {where}{beat} "
-            f"(noise {g['noise']:.4f}{'' if g['noise_measured'] else ', floor'})")
+            f"(noise {g['noise']:.4f}{'' if g['noise_measured'] else ', floor'}){gain}")
 
 
 def control_line(c: dict[str, Any]) -> list[str]:

@@ -53,6 +53,7 @@ def test_optimum_is_the_seed_mean_argmin_with_its_edge_and_margin():
     assert mid["margin_vs_smallest"] == pytest.approx(0.05)
     assert mid["seeds"] == [0, 1, 2] and mid["noise_measured"]
     assert mid["gain"] == pytest.approx([0.05, 0.05, 0.05])  # each over its own baseline
+    assert mid["best_gain"] == "T0" and mid["best_gain_edge"] == "low"  # ties: smaller
     assert [g["tokens"] for g in budget_rows(list(table.values()), "fam", "soft_ce")] == [
         1000, 9000]
     assert budget_rows(list(table.values()), "other", "soft_ce") == []
@@ -70,6 +71,7 @@ def test_control_gains_are_over_the_baseline_of_the_teacher_it_was_cut_from():
     assert ctrl["teachers"] == ["T0", "T1", "T2", "T3"] and ctrl["best"] == "T2"
     t0_baseline = 5.05
     assert ctrl["gain"] == pytest.approx([t0_baseline - x for x in (5.00, 4.97, 4.93, 4.99)])
+    assert ctrl["best_gain"] == "T2" and ctrl["best_gain_edge"] is None
     (c,) = control_rows(table, rows)
     assert c["cut_from"] == "T0" and c["seeds"] == [0]
     assert c["own_best"] == "T1" and not c["same_best"]
