@@ -23,6 +23,13 @@ def law_text(unit: str, law: dict[str, Any]) -> str:
     return f"{unit}: {law.get('status')} — {law.get('reason', '')}".rstrip(" —")
 
 
+def pooled_line(law: dict[str, Any]) -> str:
+    """``pythia-micro, 2,000,000 tok, seeds 0,1,2 (largest+seeds): total: T* = ...``."""
+    seeds = ",".join(str(x) for x in law.get("seeds", []))
+    return (f"{law['family']}, {law['objective']}, {law['tokens']:,} tok, seeds {seeds} "
+            f"({'+'.join(law.get('parts', []))}): {law_text(law['unit'], law)}")
+
+
 def part_rows(record: dict[str, Any]) -> list[dict[str, str]]:
     """One row per part: cells by status, wall time, laws."""
     out = []
@@ -52,6 +59,12 @@ def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, 
              "|---|---|---|---|"]
     for r in part_rows(record):
         lines.append(f"| {r['part']} | {r['cells']} | {r['wall']} | {'<br>'.join(r['laws'])} |")
+    pooled = syn.get("laws", [])
+    if pooled:
+        lines += ["", "## The law per budget, pooled over parts", "",
+                  "Every own-pruned cell of the paper's setting at that budget, whichever part "
+                  "ran it (files under `laws/`).", ""]
+        lines += [f"- {pooled_line(law)}" for law in pooled]
     budget = syn.get("budget", [])
     if budget:
         p = syn["primary"]
@@ -91,6 +104,9 @@ def index_html(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]]
     body = ["<h1>capgap study</h1>", f"<p>{esc(_totals(record))}. {esc(syn.get('rule', ''))}.</p>",
             "<table border=1><tr><th>part</th><th>cells</th><th>wall</th><th>law</th></tr>",
             *rows, "</table>"]
+    if syn.get("laws"):
+        body.append("<h2>The law per budget, pooled over parts</h2><pre>" + esc("\n".join(
+            pooled_line(law) for law in syn["laws"])) + "</pre>")
     if syn.get("budget"):
         body.append("<h2>How the optimum moves with the budget</h2>")
         if figure:

@@ -191,14 +191,23 @@ def fit_sweep_law(cfg: SweepConfig, out: Path) -> dict[str, Any]:
 def fit_setting(cfg: SweepConfig, out: Path, where: dict[str, Any],
                 size: str = "total") -> dict[str, Any]:
     """The law of one setting of the sweep in ``out``; a fit that cannot run is recorded."""
-    from capgap.errors import CapgapError
-    from capgap.law import fit_source
     from capgap.sweep.store import read_rows
 
-    try:  # done rows only: a cell whose student never got made has no sizes to read
-        law = fit_source(read_rows(out, status="done"), where=where, size=size,
-                         n_boot=cfg.law_bootstrap)
-        law["selection"] |= {"source": str(out / DB_NAME), "source_kind": "sqlite"}
+    # done rows only: a cell whose student never got made has no sizes to read
+    return fit_rows(read_rows(out, status="done"), where, size, cfg.law_bootstrap,
+                    str(out / DB_NAME))
+
+
+def fit_rows(rows: list[dict[str, Any]], where: dict[str, Any], size: str, n_boot: int,
+             source: str) -> dict[str, Any]:
+    """The law of the cells ``rows`` selected by ``where``; a fit that cannot run is
+    recorded as ``{"status": "error", "reason": ...}`` rather than raised."""
+    from capgap.errors import CapgapError
+    from capgap.law import fit_source
+
+    try:
+        law = fit_source(rows, where=where, size=size, n_boot=n_boot)
+        law["selection"] |= {"source": source, "source_kind": "sqlite"}
         return law
     except CapgapError as e:
         return {"status": "error", "reason": str(e), "selection": {"where": where}}

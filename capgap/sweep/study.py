@@ -159,7 +159,37 @@ def _synthesis(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str,
             rows += tag_rows(read_rows(out / name), name, _family_name(sweep),
                              sweep.students.prune_from)
     first = cfg.sweep(next(iter(cfg.parts)))
-    return synthesis(rows, _family_name(first), first.objectives[0])
+    out_syn = synthesis(rows, _family_name(first), first.objectives[0])
+    out_syn["laws"] = _pooled_laws(rows, out_syn["budget"], first.law_bootstrap, out)
+    return out_syn
+
+
+def _pooled_laws(rows: list[dict[str, Any]], budget: list[dict[str, Any]], n_boot: int,
+                 out: Path) -> list[dict[str, Any]]:
+    """The paper's setting fitted per budget on every part's cells at once (a budget's seeds
+    may come from several parts), in total and non-embedding parameters. Each law is written
+    to ``OUT/laws/``; study.json keeps its headline."""
+    from capgap.report.findings import law_summary
+    from capgap.report.synthesis import pooled_rows
+    from capgap.sweep.runner import fit_rows
+
+    laws = []
+    for key in sorted({(g["family"], g["objective"], g["allocation"], g["tokens"])
+                       for g in budget}):
+        family, objective, allocation, tokens = key
+        mine = pooled_rows(rows, family=family, objective=objective, allocation=allocation,
+                           tokens=tokens)
+        where = {"objective": objective, "allocation": allocation, "init": "pruned",
+                 "tokens": tokens}
+        for unit in ("total", "non_embedding"):
+            name = f"{family}-{objective}-{allocation}-{tokens}-{unit}.json"
+            law = fit_rows(mine, where, unit, n_boot, "+".join(sorted({r["part"] for r in mine})))
+            write_json(out / "laws" / name, law)
+            laws.append({"family": family, "objective": objective, "allocation": allocation,
+                         "tokens": tokens, "unit": unit, "file": f"laws/{name}",
+                         "parts": sorted({r["part"] for r in mine}),
+                         "seeds": sorted({r["seed"] for r in mine})} | law_summary(law))
+    return laws
 
 
 def _family_name(sweep: SweepConfig) -> str:

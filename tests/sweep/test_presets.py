@@ -45,3 +45,35 @@ def test_pilot_presets_are_a_real_experiment(name):
     assert len(cfg.seeds) >= 2 and cfg.baseline
     assert cfg.students.allocations == ["global"] and cfg.students.init == ["pruned"]
     assert cfg.objectives == ["soft_ce"] and cfg.objective.alpha == 0.5
+
+
+def test_the_study_preset_is_the_study_issue_7_asks_for():
+    """>= 5 pythia teachers; >= 3 sizes with >= 4 larger teachers each; >= 3 budgets up to
+    >= 2M with >= 3 seeds at the largest (pooled over parts); baselines; the same-init control
+    and scratch students at the largest budget; GPT-2; reverse KL and JSD with baselines at
+    their budget."""
+    from capgap.sweep.study import StudyConfig
+
+    study = config.load(StudyConfig, preset_path("study", "study"))
+    parts = {name: study.sweep(name) for name in study.parts}
+    own = [p for p in parts.values() if p.students.prune_from is None
+           and p.students.init == ["pruned"] and p.objectives == ["soft_ce"]
+           and p.teachers.pretrain.family == "pythia-micro"]
+    budgets = sorted({t for p in own for t in p.tokens})
+    top = budgets[-1]
+    assert len(budgets) >= 3 and top >= 2_000_000
+    assert len({s for p in own if top in p.tokens for s in p.seeds}) >= 3
+    assert all(p.baseline for p in own)
+    pre = own[0].teachers.pretrain
+    teachers = _family_sizes(pre.family, pre.data.vocab_size)
+    assert len(teachers) >= 5
+    assert sorted(teachers) == teachers and len(own[0].students.sizes) >= 3
+    for size in own[0].students.sizes:
+        assert sum(t > size for t in teachers) >= 4, (size, teachers)
+    control = [p for p in parts.values() if p.students.prune_from]
+    assert control and all(top in p.tokens for p in control)
+    scratch = [p for p in parts.values() if p.students.init == ["scratch"]]
+    assert scratch and scratch[0].baseline and len(scratch[0].students.sizes) == 1
+    assert any(p.teachers.pretrain.family == "gpt2-micro" for p in parts.values())
+    objectives = [p for p in parts.values() if set(p.objectives) >= {"reverse_kl", "jsd"}]
+    assert objectives and set(objectives[0].tokens) <= set(budgets)  # baselines ran there

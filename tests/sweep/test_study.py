@@ -51,6 +51,11 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path):
     assert ctrl["cut_from"] == "A" and [t["teacher"] for t in ctrl["teachers"]] == ["A", "B"]
     assert ctrl["teachers"][0]["own_loss"] == paper["A"]["val_loss"]
     assert (out / "summary.md").read_text().count("Same-init control") == 1
+    pooled = {law["unit"]: law for law in record["synthesis"]["laws"]}
+    assert set(pooled) == {"total", "non_embedding"} and pooled["total"]["parts"] == ["paper"]
+    own = json.loads((out / "paper" / "law.json").read_text())
+    again_fit = json.loads((out / pooled["total"]["file"]).read_text())
+    assert again_fit.get("sizes") == own.get("sizes")  # one part pooled = that part's own fit
     again = run_study(cfg, out, progress=False)
     assert all(p["ran"] == 0 for p in again["parts"].values())
     before = {p: read_rows(out / p) for p in ("paper", "control")}
