@@ -25,10 +25,12 @@ def _study(sweep_root) -> StudyConfig:
     }})
 
 
-def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path):
+def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys):
     cfg = _study(sweep_root)
     out = tmp_path / "study"
     record = run_study(cfg, out, progress=False)
+    log = [line for line in capsys.readouterr().out.splitlines() if " ETA " in line]
+    assert log and log[-1].startswith("[") and "val " in log[-1]  # a line per cell, no bars
     key = family_key(cfg.sweep("paper"))
     assert key == family_key(cfg.sweep("control"))
     shared = out / "teachers" / key
