@@ -222,6 +222,7 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
 
     from capgap.report.html import save_figure
 
@@ -230,16 +231,22 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
     for i, s in enumerate(sizes):
         mine = [g for g in budget if g["student_target"] == s]
         colour = f"C{i}"
-        ax.plot([g["tokens"] for g in mine], [g["ratio"] for g in mine], "-", color=colour,
-                label=f"S {_m(s)}")
-        for g in mine:
-            ax.plot(g["tokens"], g["ratio"], "o", color=colour,
-                    mfc="none" if g["censored"] else colour)
+        shift = 1.06 ** (i - (len(sizes) - 1) / 2)  # sizes side by side at one budget
+        xs = [g["tokens"] * shift for g in mine]
+        ax.plot(xs, [g["ratio"] for g in mine], "-", color=colour, label=f"S {_m(s)}")
+        for x, g in zip(xs, mine, strict=True):
+            lo, hi = (t / g["student_target"] for t in (g["teacher_params"][0],
+                                                        g["teacher_params"][-1]))
+            ax.vlines(x, lo, hi, color=colour, lw=1, alpha=0.35)  # the teachers tried
+            ax.plot(x, g["ratio"], "o", color=colour, mfc="none" if g["censored"] else colour)
     ax.axhline(2.5, color="k", ls=":", lw=1, label="paper ~2.5x")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("distillation budget (tokens)")
     ax.set_ylabel("best teacher / student (total params)")
-    ax.set_title("Where the best teacher sits (hollow: censored at an edge)")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ax.set_title("Best teacher per budget (bars: teachers tried; hollow: at an edge)",
+                 fontsize=10)
     save_figure(fig, ax, Path(path))
     return True
