@@ -185,14 +185,16 @@ def _m(x: float) -> str:
 def optimum_line(g: dict[str, Any]) -> str:
     """``S 0.3M, 2,000,000 tok: best T2 (1.84M, 6.1x), inside the range, beats the smallest
     teacher by 0.012 (noise 0.004)``."""
-    where = (f"censored at the {g['censored']} edge" if g["censored"] else "inside the range")
-    beat = ("" if g["censored"] == "low" else
+    where = ("only one teacher so far" if g["censored"] == "both" else
+             f"censored at the {g['censored']} edge" if g["censored"] else "inside the range")
+    beat = ("" if g["censored"] in ("low", "both") else
             f", beats the smallest teacher by {g['margin_vs_smallest']:.3f}")
     gain = ""
     if g.get("best_gain") is not None:
         i = g["teachers"].index(g["best_gain"])
+        edge = g["best_gain_edge"]
         gain = (f"; largest gain over its baseline: {g['best_gain']} ({g['gain'][i]:+.3f}"
-                + (f", {g['best_gain_edge']} edge)" if g["best_gain_edge"] else ")"))
+                + (f", {edge} edge)" if edge in ("low", "high") else ")"))
     return (f"S {_m(g['student_target'])}, {g['tokens']:,} tok, seeds {len(g['seeds'])}: "
             f"best {g['best']} ({_m(g['best_params'])}, {g['ratio']:.2f}x), {where}{beat} "
             f"(noise {g['noise']:.4f}{'' if g['noise_measured'] else ', floor'}){gain}")
