@@ -36,8 +36,11 @@ def part_rows(record: dict[str, Any]) -> list[dict[str, str]]:
     for name, entry in record["parts"].items():
         counts = ", ".join(f"{n} {s}" for s, n in sorted(entry.get("status_counts", {}).items()))
         wall = entry.get("wall_s_total")
+        cells = sum(v for k, v in entry.get("compute_s", {}).items()
+                    if k != "teacher pretraining")
         out.append({"part": name, "cells": counts or "none",
                     "wall": "-" if wall is None else f"{wall / 3600:.2f} h",
+                    "compute": f"{cells / 3600:.2f} h",
                     "laws": [law_text(u, law) for u, law in entry.get("laws", {}).items()]})
     return out
 
@@ -45,7 +48,11 @@ def part_rows(record: dict[str, Any]) -> list[dict[str, str]]:
 def _totals(record: dict[str, Any]) -> str:
     done = sum(e.get("status_counts", {}).get("done", 0) for e in record["parts"].values())
     wall = sum(e.get("wall_s_total", 0.0) or 0.0 for e in record["parts"].values())
-    return f"{done} cells done; {wall / 3600:.2f} h of driver wall time recorded"
+    c = record.get("compute_s", {})
+    return (f"{done} cells done; compute {c.get('cells', 0) / 3600:.2f} worker-hours in cells "
+            f"and students + {c.get('teacher pretraining', 0) / 3600:.2f} in teacher "
+            f"pretraining (each family once); driver wall time of completed part runs "
+            f"{wall / 3600:.2f} h (2 workers overlap)")
 
 
 def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]]) -> str:
@@ -55,10 +62,11 @@ def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, 
              "Written by `capgap study` from the parts' databases; do not edit by hand. "
              f"The paper's ratio is ~{PAPER_RATIO}x. {syn.get('rule', '')}.", "",
              f"Totals: {_totals(record)}.", "", "## Parts", "",
-             "| part | cells | wall | laws (total and non-embedding parameters) |",
-             "|---|---|---|---|"]
+             "| part | cells | compute | wall | laws (total and non-embedding parameters) |",
+             "|---|---|---|---|---|"]
     for r in part_rows(record):
-        lines.append(f"| {r['part']} | {r['cells']} | {r['wall']} | {'<br>'.join(r['laws'])} |")
+        lines.append(f"| {r['part']} | {r['cells']} | {r['compute']} | {r['wall']} | "
+                     f"{'<br>'.join(r['laws'])} |")
     pooled = syn.get("laws", [])
     if pooled:
         lines += ["", "## The law per budget, pooled over parts", "",
@@ -97,12 +105,13 @@ def index_html(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]]
     """``index.html``: the parts (linked to their reports) and the synthesis."""
     esc = html.escape
     rows = [f"<tr><td><a href='{esc(r['part'])}/report/index.html'>{esc(r['part'])}</a></td>"
-            f"<td>{esc(r['cells'])}</td><td>{esc(r['wall'])}</td>"
+            f"<td>{esc(r['cells'])}</td><td>{esc(r['compute'])}</td><td>{esc(r['wall'])}</td>"
             f"<td>{'<br>'.join(esc(x) for x in r['laws'])}</td></tr>"
             for r in part_rows(record)]
     syn = record.get("synthesis", {})
     body = ["<h1>capgap study</h1>", f"<p>{esc(_totals(record))}. {esc(syn.get('rule', ''))}.</p>",
-            "<table border=1><tr><th>part</th><th>cells</th><th>wall</th><th>law</th></tr>",
+            "<table border=1><tr><th>part</th><th>cells</th><th>compute</th><th>wall</th>"
+            "<th>law</th></tr>",
             *rows, "</table>"]
     if syn.get("laws"):
         body.append("<h2>The law per budget, pooled over parts</h2><pre>" + esc("\n".join(

@@ -98,7 +98,7 @@ def run_study(cfg: StudyConfig, out: str | Path, *, only: list[str] | None = Non
         entry["wall_s_total"] = round(entry.get("wall_s_total", 0.0)
                                       + (time.perf_counter() - t0), 1)
         record["parts"][name] = entry
-        write_json(out / STUDY_RECORD, _summarise(record, out))
+        record = _publish(cfg, record, out)  # every view is current after every part
     return _publish(cfg, record, out)
 
 
@@ -257,7 +257,7 @@ def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
 
 def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
     from capgap.report.findings import law_summary
-    from capgap.report.tables import status_counts
+    from capgap.report.tables import compute_rows, status_counts
     from capgap.sweep.store import DB_NAME, read_rows
 
     for name, entry in record["parts"].items():
@@ -274,7 +274,18 @@ def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
                  "ratio": f["law"].get("ratio"), "ratio_ci": f["law"].get("ratio_ci")}
                 for f in json.loads((part / FINDINGS).read_text(encoding="utf-8"))]
         if (part / DB_NAME).is_file():
-            entry["status_counts"] = status_counts(read_rows(part))
+            rows = read_rows(part)
+            entry["status_counts"] = status_counts(rows)
+            entry["compute_s"] = {r["stage"]: round(r["seconds"], 1)
+                                  for r in compute_rows(part, rows) if r["stage"] != "total"}
+            entry["teachers"] = str((part / "teachers").resolve())
+    families = {e["teachers"]: e["compute_s"].get("teacher pretraining", 0.0)
+                for e in record["parts"].values() if "teachers" in e}
+    record["compute_s"] = {  # worker-seconds: parallel workers overlap in wall time
+        "teacher pretraining": round(sum(families.values()), 1),
+        "cells": round(sum(v for e in record["parts"].values()
+                           for k, v in e.get("compute_s", {}).items()
+                           if k != "teacher pretraining"), 1)}
     return record
 
 

@@ -94,7 +94,7 @@ def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
                               "laws": {"total": {"status": "insufficient", "reason": "r"}}}},
               "synthesis": syn}
     text = summary_markdown(record, {})
-    assert "| p | 12 done | 1.00 h | total: insufficient — r |" in text
+    assert "| p | 12 done | 0.00 h | 1.00 h | total: insufficient — r |" in text
     assert "best T1 (1.2M, 4.00x), inside the range" in text
     assert "best T2 (1.8M, 6.00x), censored at the high edge" in text
     assert budget_figure(syn["budget"], tmp_path / "b.png")

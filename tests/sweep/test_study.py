@@ -53,6 +53,9 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     assert ctrl["cut_from"] == "A" and [t["teacher"] for t in ctrl["teachers"]] == ["A", "B"]
     assert ctrl["teachers"][0]["own_loss"] == paper["A"]["val_loss"]
     assert (out / "summary.md").read_text().count("Same-init control") == 1
+    assert record["compute_s"]["teacher pretraining"] > 0 and record["compute_s"]["cells"] > 0
+    teachers_once = record["parts"]["paper"]["compute_s"]["teacher pretraining"]
+    assert record["compute_s"]["teacher pretraining"] == teachers_once  # shared, counted once
     pooled = {law["unit"]: law for law in record["synthesis"]["laws"]}
     assert set(pooled) == {"total", "non_embedding"} and pooled["total"]["parts"] == ["paper"]
     own = json.loads((out / "paper" / "law.json").read_text())
