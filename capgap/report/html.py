@@ -39,7 +39,7 @@ def build_report(sweep_dir: str | Path) -> Path:
     figures = [curve_figure(rows, target, out) for target in _targets(rows)]
     figures.append(gain_figure(rows, out))
     law = _law(sweep_dir)
-    if law is not None and law.get("status") != "error":
+    if law is not None and law.get("status") not in ("error", "pending"):
         figures.append(_law_figure(law, out))
     page = _page(sweep_dir, rows, [f for f in figures if f is not None], law)
     write_text(out / "index.html", page)

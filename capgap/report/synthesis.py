@@ -173,7 +173,7 @@ def synthesis(rows: list[dict[str, Any]], primary_family: str,
     return {"primary": {"family": primary_family, "objective": primary_objective},
             "optima": table, "budget": budget_rows(table, primary_family, primary_objective),
             "control": control_rows(table, rows),
-            "rule": f"an effect counts when it exceeds {SIGNAL:g} x the seed noise "
+            "rule": f"An effect counts when it exceeds {SIGNAL:g} x the seed noise "
                     f"(floor {NOISE_FLOOR:g} nats); an optimum at the smallest or largest "
                     "teacher tried is censored"}
 

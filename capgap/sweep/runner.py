@@ -225,6 +225,9 @@ def fit_rows(rows: list[dict[str, Any]], where: dict[str, Any], size: str, n_boo
     from capgap.errors import CapgapError
     from capgap.law import fit_source
 
+    if not rows:
+        return {"status": "pending", "reason": "no finished cells yet",
+                "selection": {"where": where}}
     try:
         law = fit_source(rows, where=where, size=size, n_boot=n_boot)
         law["selection"] |= {"source": source, "source_kind": "sqlite"}
