@@ -278,7 +278,7 @@ def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
             entry["status_counts"] = status_counts(rows)
             entry["compute_s"] = {r["stage"]: round(r["seconds"], 1)
                                   for r in compute_rows(part, rows) if r["stage"] != "total"}
-            entry["teachers"] = str((part / "teachers").resolve())
+            entry["teachers"] = os.path.relpath((part / "teachers").resolve(), out.resolve())
     families = {e["teachers"]: e["compute_s"].get("teacher pretraining", 0.0)
                 for e in record["parts"].values() if "teachers" in e}
     record["compute_s"] = {  # worker-seconds: parallel workers overlap in wall time
