@@ -36,9 +36,9 @@ MIN_CORPUS_BYTES = 10_000
 # built from the old split are not reused.
 _SPLIT_VERSION = 1
 
-_TEXT_SUFFIXES = (".txt", ".txt.gz")
-_JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
-_SOURCE_HINT = "use 'default', a .txt/.jsonl file, a folder of them, or hf:NAME[:CONFIG][@SPLIT]"
+TEXT_SUFFIXES = (".txt", ".txt.gz")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
+SOURCE_HINT = "use 'default', a .txt/.jsonl file, a folder of them, or hf:NAME[:CONFIG][@SPLIT]"
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def _next_cut(text: str, pos: int, size: int) -> int:
     return min(limit, n)
 
 
-def _unit_hash(doc_id: str, index: int) -> float:
+def split_hash(doc_id: str, index: int) -> float:
     """A uniform number in [0, 1) fixed by (doc_id, index) alone."""
     digest = hashlib.blake2b(f"{doc_id}\x00{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
@@ -207,7 +207,7 @@ def _split(
     for doc in documents:
         ends = chunk_ends(doc.text, size)
         pieces.append([doc.text[a:b] for a, b in zip([0, *ends][:-1], ends, strict=True)])
-        scores.append([_unit_hash(doc.id, i) for i in range(len(ends))])
+        scores.append([split_hash(doc.id, i) for i in range(len(ends))])
     # Small corpora may draw no validation piece at all: the piece with the lowest hash then
     # goes to validation, which is still a pure function of the content.
     lowest = min(s for row in scores for s in row)
@@ -259,20 +259,20 @@ def load_corpus(
 
 def _read_source(source: str, text_field: str) -> list[Document]:
     if source == "default":
-        return _embedded()
+        return embedded_documents()
     if source.startswith("hf:"):
         return _huggingface(source[3:], text_field)
     path = Path(source).expanduser()
     if path.is_dir():
         return _folder(path, text_field)
     if path.is_file():
-        if not path.name.endswith(_TEXT_SUFFIXES + _JSONL_SUFFIXES):
-            raise CapgapError(f"corpus source {source}: unsupported file type; {_SOURCE_HINT}")
-        return list(_read_file(path, path.name, text_field))
-    raise CapgapError(f"corpus source {source}: no such file or folder; {_SOURCE_HINT}")
+        if not path.name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES):
+            raise CapgapError(f"corpus source {source}: unsupported file type; {SOURCE_HINT}")
+        return list(read_file_documents(path, path.name, text_field))
+    raise CapgapError(f"corpus source {source}: no such file or folder; {SOURCE_HINT}")
 
 
-def _embedded() -> list[Document]:
+def embedded_documents() -> list[Document]:
     folder = resources.files("capgap.data").joinpath("corpus")
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".jsonl.gz")), key=str)
     if not files:
@@ -288,13 +288,13 @@ def _folder(path: Path, text_field: str) -> list[Document]:
     files = sorted(
         p
         for p in path.rglob("*")
-        if p.is_file() and p.name.endswith(_TEXT_SUFFIXES + _JSONL_SUFFIXES)
+        if p.is_file() and p.name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES)
     )
     if not files:
         raise CapgapError(f"corpus folder {path} has no .txt or .jsonl files")
     docs: list[Document] = []
     for f in files:
-        docs.extend(_read_file(f, f.relative_to(path).as_posix(), text_field))
+        docs.extend(read_file_documents(f, f.relative_to(path).as_posix(), text_field))
     return docs
 
 
@@ -304,10 +304,10 @@ def _open_text(path: Path) -> TextIO:
     return open(path, encoding="utf-8")
 
 
-def _read_file(path: Path, doc_id: str, text_field: str) -> Iterator[Document]:
+def read_file_documents(path: Path, doc_id: str, text_field: str) -> Iterator[Document]:
     try:
         with _open_text(path) as f:
-            if path.name.endswith(_JSONL_SUFFIXES):
+            if path.name.endswith(JSONL_SUFFIXES):
                 yield from _parse_jsonl(f, str(path), text_field, id_prefix=f"{doc_id}:")
             else:
                 yield Document(doc_id, f.read())

@@ -41,16 +41,18 @@ import numpy as np
 
 from capgap.data.cache import build_once, cache_dir
 from capgap.data.corpus import (
-    _SOURCE_HINT,
     DEFAULT_CHUNK_CHARS,
     DEFAULT_VAL_FRACTION,
-    _embedded,
-    _read_file,
-    _unit_hash,
+    JSONL_SUFFIXES,
+    SOURCE_HINT,
+    TEXT_SUFFIXES,
     chunk_ends,
+    embedded_documents,
+    read_file_documents,
+    split_hash,
 )
 from capgap.data.tokenizer import tokenizer_hash
-from capgap.data.tokens import _FORMAT, stream_dtype
+from capgap.data.tokens import STORE_FORMAT, stream_dtype
 from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
 
@@ -148,7 +150,7 @@ def _check_source(spec: str) -> None:
     if spec in ("default", "") or spec.startswith("hf:"):
         return
     if not Path(spec).expanduser().exists():
-        raise CapgapError(f"corpus source {spec}: no such file or folder; {_SOURCE_HINT}")
+        raise CapgapError(f"corpus source {spec}: no such file or folder; {SOURCE_HINT}")
 
 
 def _signature(spec: str) -> Any:
@@ -164,23 +166,21 @@ def _signature(spec: str) -> Any:
 def iter_documents(spec: str, text_field: str = "text") -> Iterator[tuple[str, str]]:
     """(document id, text) of a source, lazily: one file or one dataset row at a time."""
     if spec in ("default", ""):
-        for d in _embedded():
+        for d in embedded_documents():
             yield d.id, d.text
         return
     if spec.startswith("hf:"):
         yield from _hf_documents(spec[3:], text_field)
         return
     path = Path(spec).expanduser()
-    from capgap.data.corpus import _JSONL_SUFFIXES, _TEXT_SUFFIXES
-
+    suffixes = TEXT_SUFFIXES + JSONL_SUFFIXES
     files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.name.endswith(_TEXT_SUFFIXES
-                                                                      + _JSONL_SUFFIXES))
+        p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
     if not files:
         raise CapgapError(f"corpus source {spec}: no .txt or .jsonl files")
     for f in files:
         doc_id = f.name if f == path else f.relative_to(path).as_posix()
-        for d in _read_file(f, doc_id, text_field):
+        for d in read_file_documents(f, doc_id, text_field):
             yield d.id, d.text
 
 
@@ -230,7 +230,7 @@ def _pieces(docs: Iterator[tuple[str, str]], chunk_chars: int,
         ends = chunk_ends(text, chunk_chars)
         run: list[str] = []
         for i, (a, b) in enumerate(zip([0, *ends][:-1], ends, strict=True)):
-            if _unit_hash(doc_id, i) < val_fraction:
+            if split_hash(doc_id, i) < val_fraction:
                 run.append(text[a:b])
                 continue
             if run and (joined := "".join(run).strip()):
@@ -312,7 +312,7 @@ def _build(folder: Path, sources: list[StreamSource], weights: list[float], toke
     for r in report.values():
         r["realised_share"] = r["tokens"] / total
     write_json(folder / "meta.json", {
-        "format": _FORMAT, "dtype": dtype.name, "vocab_size": vocab, "eos_id": eos,
+        "format": STORE_FORMAT, "dtype": dtype.name, "vocab_size": vocab, "eos_id": eos,
         "train_tokens": counts["train"], "val_tokens": counts["val"],
         "train_bytes": counts["train_bytes"], "val_bytes": counts["val_bytes"],
         "tokenizer_hash": settings["tokenizer"], "tokenizer": tokenizer.name_or_path,

@@ -26,7 +26,7 @@ from capgap.data.tokenizer import tokenizer_hash
 from capgap.errors import CapgapError
 from capgap.io import write_json
 
-_FORMAT = 1
+STORE_FORMAT = 1
 _BATCH_BYTES = 1 << 20  # encode ~1 MB of text per call: parallel inside, bounded memory
 _PROGRESS_MIN_BYTES = 8 << 20  # show a progress bar only when tokenising takes a while
 
@@ -101,7 +101,7 @@ def _build(folder: Path, corpus: Corpus, tokenizer: PreTrainedTokenizerBase) -> 
     write_json(
         folder / "meta.json",
         {
-            "format": _FORMAT,
+            "format": STORE_FORMAT,
             "dtype": dtype.name,
             "vocab_size": vocab_size,
             "eos_id": eos,
