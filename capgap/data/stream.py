@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,10 +141,19 @@ def stream_store(sources: list[StreamSource], tokenizer: Any, tokens: int, *, se
                                                settings, key))
 
 
-def _weights(sources: list[StreamSource]) -> list[float]:
-    from capgap.recipe.mixture import MixtureSource, normalised_weights
+def normalise_weights(weights: list[float]) -> list[float]:
+    """Mixture weights divided by their sum; a CapgapError unless there is at least one, all
+    are finite and >= 0, and their sum is positive."""
+    if not weights:
+        raise CapgapError("a data mixture needs at least one source")
+    ws = [float(w) for w in weights]
+    if any(not math.isfinite(w) or w < 0 for w in ws) or sum(ws) <= 0:
+        raise CapgapError(f"mixture weights must be >= 0 and sum to a positive number, got {ws}")
+    return [w / sum(ws) for w in ws]
 
-    return normalised_weights([MixtureSource(s.corpus, s.weight, s.text_field) for s in sources])
+
+def _weights(sources: list[StreamSource]) -> list[float]:
+    return normalise_weights([s.weight for s in sources])
 
 
 def _check_source(spec: str) -> None:

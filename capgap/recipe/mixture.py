@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from capgap.data.cache import build_once, cache_dir
 from capgap.data.corpus import Corpus, chunk_ends, load_corpus
+from capgap.data.stream import normalise_weights
 from capgap.errors import CapgapError
 from capgap.io import write_json
 
@@ -52,12 +52,7 @@ class MixtureSource:
 
 def normalised_weights(sources: list[MixtureSource]) -> list[float]:
     """Weights divided by their sum; a CapgapError unless they are >= 0 with a positive sum."""
-    if not sources:
-        raise CapgapError("a data mixture needs at least one source")
-    ws = [float(s.weight) for s in sources]
-    if any(not math.isfinite(w) or w < 0 for w in ws) or sum(ws) <= 0:
-        raise CapgapError(f"mixture weights must be >= 0 and sum to a positive number, got {ws}")
-    return [w / sum(ws) for w in ws]
+    return normalise_weights([s.weight for s in sources])
 
 
 def mixture_corpus(sources: list[MixtureSource], tokenizer: Any, tokens: int, seed: int = 0,
