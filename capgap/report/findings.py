@@ -124,10 +124,11 @@ def findings_lines(f: dict[str, Any]) -> list[str]:
     lines = [head, f"  H1 gap affects quality: {f['h1']['verdict']} ({f['h1'].get('rule', '')})"]
     for s in f["h1"]["sizes"]:
         gains = ", ".join("-" if g is None else f"{g:+.3f}" for g in s["gain"])
+        effect = ("" if s["gain_spread"] is None else
+                  f" (spread {s['gain_spread']:.3f}: teacher's own effect "
+                  f"{'above' if s['teacher_effect'] else 'within'} {SIGNAL:g} x noise)")
         lines.append(f"    S {s['student'] / 1e6:.3g}M: loss spread {s['spread']:.3f} vs noise "
-                     f"{s['noise']:.4f}; gain over baseline by teacher size: {gains}"
-                     + ("" if s["gain_spread"] is None else
-                        f" (spread {s['gain_spread']:.3f})"))
+                     f"{s['noise']:.4f}; gain over baseline by teacher size: {gains}{effect}")
     h2 = f["h2"]
     lines.append(f"  H2 interior optimum: {h2['verdict']}"
                  + (f" ({h2['interior']} of {len(h2['sizes'])} sizes)" if h2["sizes"] else ""))
