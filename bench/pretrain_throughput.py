@@ -6,7 +6,7 @@ with the loss pretraining uses (capgap's chunked head loss), the model FLOP/s th
 FLOP/s measured in the same run. The same steps with Hugging Face's own loss (full-vocabulary
 logits) run beside them as the reference: ``speedup_vs_hf_loss`` is the ratio. Writes JSON.
 
-    python bench/pretrain_throughput.py [--family pythia-micro] [--steps 10]
+    python bench/pretrain_throughput.py [--family pythia-micro] [--steps 20]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main() -> None:
     p.add_argument("--family", default="pythia-micro")
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--out", type=Path, default=Path("bench/results/pretrain_throughput.json"))
     args = p.parse_args()
     threads = int(os.environ.get("CAPGAP_THREADS", os.cpu_count() or 1))
