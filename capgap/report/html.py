@@ -108,12 +108,22 @@ def gain_figure(rows: list[dict[str, Any]], out: Path) -> tuple[str, str] | None
                 label=f"S {target / 1e6:.3g}M, {obj}, {alloc}, {init}, {tokens:,} tok")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
+    ratio_axis(ax.xaxis)
     ax.set_xlabel("teacher / student size (requested)")
     ax.set_ylabel("gain over no-teacher baseline (nats/token)")
     name = "gain.png"
     save_figure(fig, ax, out / name)
     return name, ("Distillation gain: baseline loss minus distilled loss, mean over seeds "
                   "(above 0: the teacher helped)")
+
+
+def ratio_axis(axis: Any) -> None:
+    """A log axis of size ratios labelled 1, 2, 5, 10, 20 ... instead of 2x10^0."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    axis.set_major_locator(FixedLocator([m * 10.0**e for e in range(-1, 4) for m in (1, 2, 5)]))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def save_figure(fig: Any, ax: Any, path: Path) -> None:

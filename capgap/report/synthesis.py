@@ -224,9 +224,8 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
 
-    from capgap.report.html import save_figure
+    from capgap.report.html import ratio_axis, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     sizes = sorted({g["student_target"] for g in budget})
@@ -246,8 +245,7 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
     ax.set_yscale("log")
     ax.set_xlabel("distillation budget (tokens)")
     ax.set_ylabel("best teacher / student (total params)")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    ratio_axis(ax.yaxis)
     ax.set_title("Best teacher per budget (bars: teachers tried; hollow: at an edge)",
                  fontsize=10)
     save_figure(fig, ax, Path(path))
