@@ -99,7 +99,7 @@ def run_study(cfg: StudyConfig, out: str | Path, *, only: list[str] | None = Non
                                       + (time.perf_counter() - t0), 1)
         record["parts"][name] = entry
         record = _publish(cfg, record, out)  # every view is current after every part
-    return _publish(cfg, record, out)
+    return record
 
 
 def report_study(cfg: StudyConfig, out: str | Path) -> dict[str, Any]:
