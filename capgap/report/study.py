@@ -31,11 +31,11 @@ def pooled_line(law: dict[str, Any]) -> str:
 
 
 def part_rows(record: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per part: cells by status, wall time, laws."""
+    """One row per part: cells by status, worker-hours, wall time while cells ran, laws."""
     out = []
     for name, entry in record["parts"].items():
         counts = ", ".join(f"{n} {s}" for s, n in sorted(entry.get("status_counts", {}).items()))
-        wall = entry.get("wall_s_total")
+        wall = entry.get("busy_s")
         cells = sum(v for k, v in entry.get("compute_s", {}).items()
                     if k != "teacher pretraining")
         out.append({"part": name, "cells": counts or "none",
@@ -47,86 +47,99 @@ def part_rows(record: dict[str, Any]) -> list[dict[str, str]]:
 
 def _totals(record: dict[str, Any]) -> str:
     done = sum(e.get("status_counts", {}).get("done", 0) for e in record["parts"].values())
-    wall = sum(e.get("wall_s_total", 0.0) or 0.0 for e in record["parts"].values())
+    wall = record.get("busy_s", 0.0)
     c = record.get("compute_s", {})
     return (f"{done} cells done; compute {c.get('cells', 0) / 3600:.2f} worker-hours in cells "
             f"and students + {c.get('teacher pretraining', 0) / 3600:.2f} in teacher "
-            f"pretraining (each family once); driver wall time of completed part runs "
-            f"{wall / 3600:.2f} h (2 workers overlap)")
+            f"pretraining (each family once); cells ran during {wall / 3600:.2f} h of wall time "
+            f"(parallel workers overlap)")
 
 
-def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]]) -> str:
-    """``summary.md``: parts, laws, H1-H3 per setting, optimum vs budget, the control."""
+def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
+             figure: bool = True) -> list[dict[str, Any]]:
+    """The study's views as format-free sections: ``title``, optional ``text``, ``image``,
+    ``pre`` (preformatted lines) and ``parts`` (the part table). ``summary.md`` and
+    ``index.html`` render the same list, so they cannot drift apart."""
     syn = record.get("synthesis", {})
-    lines = ["# capgap study — generated summary", "",
-             "Written by `capgap study` from the parts' databases; do not edit by hand. "
-             f"The paper's ratio is ~{PAPER_RATIO}x. {syn.get('rule', '')}.", "",
-             f"Totals: {_totals(record)}.", "", "## Parts", "",
-             "| part | cells | compute | wall | laws (total and non-embedding parameters) |",
-             "|---|---|---|---|---|"]
-    for r in part_rows(record):
-        lines.append(f"| {r['part']} | {r['cells']} | {r['compute']} | {r['wall']} | "
-                     f"{'<br>'.join(r['laws'])} |")
-    pooled = syn.get("laws", [])
-    if pooled:
-        lines += ["", "## The law per budget, pooled over parts", "",
-                  "Every own-pruned cell of the paper's setting at that budget, whichever part "
-                  "ran it (files under `laws/`).", ""]
-        lines += [f"- {pooled_line(law)}" for law in pooled]
+    out: list[dict[str, Any]] = [{
+        "title": "Parts", "parts": part_rows(record),
+        "text": f"The paper's ratio is ~{PAPER_RATIO}x. {syn.get('rule', '')}. "
+                f"Totals: {_totals(record)}."}]
+    if syn.get("laws"):
+        out.append({"title": "The law per budget, pooled over parts",
+                    "text": "Every own-pruned cell of the paper's setting at that budget, "
+                            "whichever part ran it (files under `laws/`).",
+                    "pre": [pooled_line(law) for law in syn["laws"]]})
     budget = syn.get("budget", [])
     if budget:
         p = syn["primary"]
-        lines += ["", f"## How the optimum moves with the budget ({p['family']}, "
-                      f"{p['objective']}, own-pruned students)", "",
-                  "![optimum vs budget](optimum_vs_budget.png)", "", "```"]
-        lines += [optimum_line(g) for g in budget] + ["```"]
-    control = syn.get("control", [])
-    if control:
-        lines += ["", "## Same-init control", "",
-                  "One student initialisation distilled from every teacher, beside the paper's "
-                  "students pruned from their own teachers (same size, budget, seeds). Gains "
-                  "are over the no-teacher baseline of the same initialisation.", "", "```"]
-        for c in control:
-            lines += control_line(c)
-        lines.append("```")
+        out.append({"title": f"How the optimum moves with the budget ({p['family']}, "
+                             f"{p['objective']}, own-pruned students)",
+                    "image": BUDGET_IMAGE if figure else None,
+                    "pre": [optimum_line(g) for g in budget]})
+    if syn.get("control"):
+        out.append({"title": "Same-init control",
+                    "text": "One student initialisation distilled from every teacher, beside "
+                            "the paper's students pruned from their own teachers (same size, "
+                            "budget, seeds). Gains are over the no-teacher baseline of the same "
+                            "initialisation.",
+                    "pre": [line for c in syn["control"] for line in control_line(c)]})
     other = [g for g in syn.get("optima", []) if g not in budget]
     if other:
-        lines += ["", "## Every other group (objectives, families, inits, controls)", "", "```"]
-        lines += [f"{g['family']} / {g['objective']} / {g['init']} / {g['source']}: "
-                  + optimum_line(g) for g in other] + ["```"]
+        out.append({"title": "Every other group (objectives, families, inits, controls)",
+                    "pre": [f"{g['family']} / {g['objective']} / {g['init']} / {g['source']}: "
+                            + optimum_line(g) for g in other]})
     for name, items in findings.items():
-        lines += ["", f"## {name}: H1-H3 per setting", "", "```"]
-        lines += [line for f in items for line in findings_lines(f)] + ["```"]
-    return "\n".join(lines) + "\n"
+        out.append({"title": f"{name}: H1-H3 per setting",
+                    "pre": [line for f in items for line in findings_lines(f)]})
+    return out
+
+
+BUDGET_IMAGE = "optimum_vs_budget.png"
+_PART_HEAD = ("part", "cells", "compute", "wall", "laws (total and non-embedding parameters)")
+
+
+def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
+                     figure: bool = True) -> str:
+    """``summary.md``: the sections in Markdown, for a README or a review."""
+    lines = ["# capgap study — generated summary", "",
+             "Written by `capgap study` from the parts' databases; do not edit by hand."]
+    for sec in sections(record, findings, figure):
+        lines += ["", f"## {sec['title']}", ""]
+        if sec.get("text"):
+            lines += [sec["text"], ""]
+        if sec.get("parts") is not None:
+            lines += ["| " + " | ".join(_PART_HEAD) + " |", "|---" * len(_PART_HEAD) + "|"]
+            lines += [f"| {r['part']} | {r['cells']} | {r['compute']} | {r['wall']} | "
+                      f"{'<br>'.join(r['laws'])} |" for r in sec["parts"]]
+        if sec.get("image"):
+            lines += [f"![{sec['title']}]({sec['image']})", ""]
+        if sec.get("pre"):
+            lines += ["```", *sec["pre"], "```"]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def index_html(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
                figure: bool) -> str:
-    """``index.html``: the parts (linked to their reports) and the synthesis."""
+    """``index.html``: the same sections, each part linked to its own report."""
     esc = html.escape
-    rows = [f"<tr><td><a href='{esc(r['part'])}/report/index.html'>{esc(r['part'])}</a></td>"
-            f"<td>{esc(r['cells'])}</td><td>{esc(r['compute'])}</td><td>{esc(r['wall'])}</td>"
-            f"<td>{'<br>'.join(esc(x) for x in r['laws'])}</td></tr>"
-            for r in part_rows(record)]
-    syn = record.get("synthesis", {})
-    body = ["<h1>capgap study</h1>", f"<p>{esc(_totals(record))}. {esc(syn.get('rule', ''))}.</p>",
-            "<table border=1><tr><th>part</th><th>cells</th><th>compute</th><th>wall</th>"
-            "<th>law</th></tr>",
-            *rows, "</table>"]
-    if syn.get("laws"):
-        body.append("<h2>The law per budget, pooled over parts</h2><pre>" + esc("\n".join(
-            pooled_line(law) for law in syn["laws"])) + "</pre>")
-    if syn.get("budget"):
-        body.append("<h2>How the optimum moves with the budget</h2>")
-        if figure:
-            body.append("<img src='optimum_vs_budget.png' alt='optimum vs budget'>")
-        body.append("<pre>" + esc("\n".join(optimum_line(g) for g in syn["budget"])) + "</pre>")
-    if syn.get("control"):
-        body.append("<h2>Same-init control</h2><pre>" + esc("\n".join(
-            line for c in syn["control"] for line in control_line(c))) + "</pre>")
-    for name, items in findings.items():
-        text = "\n".join(line for f in items for line in findings_lines(f))
-        body.append(f"<h2>{esc(name)}</h2><pre>{esc(text)}</pre>")
+    body = ["<h1>capgap study</h1>"]
+    for sec in sections(record, findings, figure):
+        body.append(f"<h2>{esc(sec['title'])}</h2>")
+        if sec.get("text"):
+            body.append(f"<p>{esc(sec['text'])}</p>")
+        if sec.get("parts") is not None:
+            body.append("<table border=1><tr>" + "".join(f"<th>{esc(h)}</th>" for h in _PART_HEAD)
+                        + "</tr>")
+            body += [f"<tr><td><a href='{esc(r['part'])}/report/index.html'>{esc(r['part'])}"
+                     f"</a></td><td>{esc(r['cells'])}</td><td>{esc(r['compute'])}</td>"
+                     f"<td>{esc(r['wall'])}</td><td>{'<br>'.join(esc(x) for x in r['laws'])}"
+                     "</td></tr>" for r in sec["parts"]]
+            body.append("</table>")
+        if sec.get("image"):
+            body.append(f"<img src='{esc(sec['image'])}' alt='{esc(sec['title'])}'>")
+        if sec.get("pre"):
+            body.append(f"<pre>{esc(chr(10).join(sec['pre']))}</pre>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}td{padding:4px 8px}"
              "img{max-width:100%}pre{font-size:12px;overflow-x:auto}")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>capgap study</title>"

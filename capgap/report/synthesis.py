@@ -195,7 +195,8 @@ def optimum_line(g: dict[str, Any]) -> str:
         edge = g["best_gain_edge"]
         gain = (f"; largest gain over its baseline: {g['best_gain']} ({g['gain'][i]:+.3f}"
                 + (f", {edge} edge)" if edge in ("low", "high") else ")"))
-    return (f"S {_m(g['student_target'])}, {g['tokens']:,} tok, seeds {len(g['seeds'])}: "
+    n = len(g["seeds"])
+    return (f"S {_m(g['student_target'])}, {g['tokens']:,} tok, {n} seed{'s' * (n != 1)}: "
             f"best {g['best']} ({_m(g['best_params'])}, {g['ratio']:.2f}x), {where}{beat} "
             f"(noise {g['noise']:.4f}{'' if g['noise_measured'] else ', floor'}){gain}")
 

@@ -7,6 +7,7 @@ part the teacher is responsible for).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,30 @@ def teacher_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     results = json.loads(done.read_text(encoding="utf-8")).get("results", [])
     return [{**r, "params_m": r["params"] / 1e6, "params_ne_m": r["params_non_embedding"] / 1e6,
              "tokens_per_param": r["train_tokens"] / r["params"]} for r in results]
+
+
+def busy_intervals(rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """When cells were running: each done cell's [finish - its own seconds, finish] (POSIX
+    seconds; ``updated`` is the machine's local time), overlaps merged. Unlike a driver's
+    timer this survives interrupted runs."""
+    spans = []
+    for r in rows:
+        if r["status"] != "done" or not r.get("updated"):
+            continue
+        end = datetime.fromisoformat(r["updated"]).timestamp()
+        spans.append((end - (r.get("prune_s") or 0.0) - (r.get("distill_s") or 0.0), end))
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def busy_seconds(rows: list[dict[str, Any]]) -> float:
+    """Wall time during which at least one cell of ``rows`` was running."""
+    return sum(hi - lo for lo, hi in busy_intervals(rows))
 
 
 def compute_rows(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -39,7 +39,6 @@ STUDY_RECORD = "study.json"
 NE_LAW = "law_non_embedding.json"
 FINDINGS = "findings.json"
 SUMMARY = "summary.md"
-BUDGET_FIGURE = "optimum_vs_budget.png"
 
 
 @dataclass
@@ -135,29 +134,32 @@ def _finish_part(sweep: SweepConfig, part_dir: Path) -> None:
 
 def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, Any]:
     """Summarise the parts, add the cross-part synthesis, write the study's views."""
-    from capgap.report.study import index_html, summary_markdown
+    from capgap.report.study import BUDGET_IMAGE, index_html, summary_markdown
     from capgap.report.synthesis import budget_figure
 
-    record = _summarise(record, out)
-    record["synthesis"] = _synthesis(cfg, record, out)
-    figure = budget_figure(record["synthesis"]["budget"], out / BUDGET_FIGURE)
+    from capgap.sweep.store import DB_NAME, read_rows
+
+    rows = {name: read_rows(out / name) for name in record["parts"]
+            if (out / name / DB_NAME).is_file()}  # each part's database read once
+    record = _summarise(record, rows, out)
+    record["synthesis"] = _synthesis(cfg, rows, out)
+    figure = budget_figure(record["synthesis"]["budget"], out / BUDGET_IMAGE)
     found = _part_findings(record, out)
     write_json(out / STUDY_RECORD, record)
     write_text(out / "index.html", index_html(record, found, figure))
-    write_text(out / SUMMARY, summary_markdown(record, found))
+    write_text(out / SUMMARY, summary_markdown(record, found, figure))
     return record
 
 
-def _synthesis(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, Any]:
+def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[dict[str, Any]]],
+               out: Path) -> dict[str, Any]:
     from capgap.report.synthesis import synthesis, tag_rows
-    from capgap.sweep.store import DB_NAME, read_rows
 
     rows: list[dict[str, Any]] = []
-    for name in record["parts"]:
-        if name in cfg.parts and (out / name / DB_NAME).is_file():
+    for name, mine in part_rows.items():
+        if name in cfg.parts:
             sweep = cfg.sweep(name)
-            rows += tag_rows(read_rows(out / name), name, _family_name(sweep),
-                             sweep.students.prune_from)
+            rows += tag_rows(mine, name, _family_name(sweep), sweep.students.prune_from)
     first = cfg.sweep(next(iter(cfg.parts)))
     out_syn = synthesis(rows, _family_name(first), first.objectives[0])
     out_syn["laws"] = _pooled_laws(rows, out_syn["budget"], first.law_bootstrap, out)
@@ -255,10 +257,10 @@ def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
     write_json(part_dir / FINDINGS, out)
 
 
-def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
+def _summarise(record: dict[str, Any], part_rows: dict[str, list[dict[str, Any]]],
+               out: Path) -> dict[str, Any]:
     from capgap.report.findings import law_summary
-    from capgap.report.tables import compute_rows, status_counts
-    from capgap.sweep.store import DB_NAME, read_rows
+    from capgap.report.tables import busy_seconds, compute_rows, status_counts
 
     for name, entry in record["parts"].items():
         part = out / name
@@ -273,12 +275,14 @@ def _summarise(record: dict[str, Any], out: Path) -> dict[str, Any]:
                  "h3": f["h3"]["verdict"], "law": f["law"].get("status"),
                  "ratio": f["law"].get("ratio"), "ratio_ci": f["law"].get("ratio_ci")}
                 for f in json.loads((part / FINDINGS).read_text(encoding="utf-8"))]
-        if (part / DB_NAME).is_file():
-            rows = read_rows(part)
+        if name in part_rows:
+            rows = part_rows[name]
             entry["status_counts"] = status_counts(rows)
+            entry["busy_s"] = round(busy_seconds(rows), 1)
             entry["compute_s"] = {r["stage"]: round(r["seconds"], 1)
                                   for r in compute_rows(part, rows) if r["stage"] != "total"}
             entry["teachers"] = os.path.relpath((part / "teachers").resolve(), out.resolve())
+    record["busy_s"] = round(busy_seconds([r for rows in part_rows.values() for r in rows]), 1)
     families = {e["teachers"]: e["compute_s"].get("teacher pretraining", 0.0)
                 for e in record["parts"].values() if "teachers" in e}
     record["compute_s"] = {  # worker-seconds: parallel workers overlap in wall time

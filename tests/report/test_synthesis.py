@@ -90,7 +90,7 @@ def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
     rows = tag_rows(paper_rows(1000, {"T0": 5.0, "T1": 4.9, "T2": 5.1})
                     + paper_rows(4000, {"T0": 4.8, "T1": 4.7, "T2": 4.6}), "p", "fam")
     syn = synthesis(rows, "fam", "soft_ce")
-    record = {"parts": {"p": {"status_counts": {"done": 12}, "wall_s_total": 3600.0,
+    record = {"parts": {"p": {"status_counts": {"done": 12}, "busy_s": 3600.0,
                               "laws": {"total": {"status": "insufficient", "reason": "r"}}}},
               "synthesis": syn}
     text = summary_markdown(record, {})
@@ -100,3 +100,17 @@ def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
     assert budget_figure(syn["budget"], tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 1000
     assert not budget_figure([], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+def test_busy_time_merges_parallel_cells_and_skips_gaps_between_runs():
+    from capgap.report.tables import busy_seconds
+
+    def cell(end: str, seconds: float, status: str = "done") -> dict:
+        return {"status": status, "updated": f"2026-11-29T{end}", "prune_s": 1.0,
+                "distill_s": seconds - 1.0}
+
+    rows = [cell("10:10:00", 600), cell("10:05:00", 600),  # two workers: 09:55-10:10
+            cell("12:01:00", 60),                            # a later run, after a gap
+            cell("12:30:00", 999, status="failed")]          # not counted
+    assert busy_seconds(rows) == 900 + 60
+    assert busy_seconds([]) == 0
