@@ -136,7 +136,6 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
     """Summarise the parts, add the cross-part synthesis, write the study's views."""
     from capgap.report.study import BUDGET_IMAGE, index_html, summary_markdown
     from capgap.report.synthesis import budget_figure
-
     from capgap.sweep.store import DB_NAME, read_rows
 
     rows = {name: read_rows(out / name) for name in record["parts"]
