@@ -52,6 +52,9 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
                    default="auto", help="what the bootstrap resamples (default: seeds and "
                    "sizes when every cell group has >= 2 seeds, else sizes)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
+    p.add_argument("--tie-floor", type=float, default=0.0, metavar="X",
+                   help="smallest noise, in metric units, for the T*/S bracket: teachers "
+                   "within 3 x max(seed sd, X) of the best count as tied (default 0)")
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
@@ -82,7 +85,7 @@ def _fit(args: argparse.Namespace) -> int:
     law = fit_source(args.source, where=parse_where(args.where), metric=args.metric,
                      higher_is_better=args.higher_is_better, size=args.size,
                      optimum=args.optimum, n_boot=args.bootstrap, ci=args.ci,
-                     ci_method=args.ci_method, seed=args.seed)
+                     ci_method=args.ci_method, seed=args.seed, tie_floor=args.tie_floor)
     print(summarise_fit(law))
     if args.plot:
         plot_law(law, args.plot)
@@ -109,6 +112,7 @@ def parse_where(items: list[str]) -> dict[str, str]:
 
 def summarise_fit(law: dict[str, Any]) -> str:
     """The law in a few human lines: both fits with intervals, LOO error, per-size table."""
+    from capgap.law.bracket import bracket_text
     from capgap.law.units import AS_GIVEN, format_size
 
     si = law["size_unit"] != AS_GIVEN
@@ -129,6 +133,8 @@ def summarise_fit(law: dict[str, Any]) -> str:
         ]
     else:
         lines.append(f"  no law fitted: {law['reason']}")
+    if law.get("bracket"):
+        lines.append(f"  bracket (grid bound, any size): {bracket_text(law['bracket'])}")
     lines += _size_table(law, fmt)
     lines += [f"warning: {w}" for w in law["warnings"]]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from capgap.law.bootstrap import (
     resolve_method,
     seed_replicates,
 )
+from capgap.law.bracket import PAPER_RATIO, ratio_bracket
 from capgap.law.cells import (
     SIZE_TOLERANCE,
     SIZE_UNITS,
@@ -57,7 +58,7 @@ R2_DEFINITION = ("1 - SS_res/SS_tot with SS_tot centred on the mean T*, for both
 def fit_source(source: str | Path | Sequence[Any], *, where: Mapping[str, Any] | None = None,
                metric: str | None = None, higher_is_better: bool = False, size: str = "total",
                optimum: str = "argmin", n_boot: int = 2000, ci: float = 0.95,
-               ci_method: str = "auto", seed: int = 0) -> dict[str, Any]:
+               ci_method: str = "auto", seed: int = 0, tie_floor: float = 0.0) -> dict[str, Any]:
     """Load ``source`` (cells CSV/JSONL, sweep folder, points CSV, list of dicts or of
     :class:`Cell`) and fit it; points files go to :func:`fit_points`."""
     if isinstance(source, list) and source and all(isinstance(c, Cell) for c in source):
@@ -75,7 +76,8 @@ def fit_source(source: str | Path | Sequence[Any], *, where: Mapping[str, Any] |
         cells = cells_from_table(table, metric=metric, size=size)
     law = fit_law(cells, where=where, metric=metric or "metric",
                   higher_is_better=higher_is_better, optimum=optimum, n_boot=n_boot, ci=ci,
-                  ci_method=ci_method, seed=seed, size_unit=SIZE_UNITS[size])
+                  ci_method=ci_method, seed=seed, size_unit=SIZE_UNITS[size],
+                  tie_floor=tie_floor)
     law["selection"] |= {"source": name, "source_kind": kind, "size": size}
     return law
 
@@ -83,14 +85,17 @@ def fit_source(source: str | Path | Sequence[Any], *, where: Mapping[str, Any] |
 def fit_law(cells: Sequence[Cell], *, where: Mapping[str, Any] | None = None,
             metric: str = "metric", higher_is_better: bool = False, optimum: str = "argmin",
             n_boot: int = 2000, ci: float = 0.95, ci_method: str = "auto", seed: int = 0,
-            size_unit: str = SIZE_UNITS["total"]) -> dict[str, Any]:
+            size_unit: str = SIZE_UNITS["total"], tie_floor: float = 0.0) -> dict[str, Any]:
     """Fit the law on sweep cells (selected here: see :func:`~capgap.law.cells.select_cells`).
 
     ``optimum`` picks which per-size best teacher is fitted: ``"argmin"`` (default; the
     paper's choice, quantised to the teachers run) or ``"quadratic"`` (the vertex; sizes
-    without one are left out).
+    without one are left out). ``bracket`` bounds T*/S from every size, censored or not
+    (:mod:`capgap.law.bracket`); ``tie_floor`` is its smallest noise in metric units.
     """
     _check_options(optimum, n_boot, ci)
+    if not tie_floor >= 0 or not np.isfinite(tie_floor):
+        raise CapgapError(f"--tie-floor must be a finite number >= 0, got {tie_floor}")
     sign = -1.0 if higher_is_better else 1.0
     kept, selection = select_cells(list(cells), where)
     curves = _curves(kept)
@@ -111,6 +116,7 @@ def fit_law(cells: Sequence[Cell], *, where: Mapping[str, Any] | None = None,
     law["sizes"] = [_size_entry(c, o, tc, i in used, r, ci)
                     for i, (c, o, tc, r) in enumerate(zip(curves, optima, chosen, reps,
                                                           strict=True))]
+    law["bracket"] = ratio_bracket(curves, sign, tie_floor, reference=PAPER_RATIO)
     law["warnings"] = _cell_warnings(curves, optima, chosen, used) + law["warnings"]
     law |= {"optimum": optimum, "size_unit": size_unit,
             "metric": {"name": metric, "higher_is_better": higher_is_better},
@@ -289,7 +295,7 @@ def _fit_warnings(law: dict[str, Any]) -> list[str]:
 
 
 _KEY_ORDER = ("status", "reason", "slope", "intercept", "r2", "ratio", "ratio_r2", "slope_ci",
-              "intercept_ci", "ratio_ci", "ci_level", "ci_method", "n_boot", "n_boot_valid",
+              "intercept_ci", "ratio_ci", "bracket", "ci_level", "ci_method", "n_boot", "n_boot_valid",
               "boot_seed", "n_points", "points", "size_unit", "size_range", "optimum", "metric",
               "selection", "loo", "sizes", "warnings", "r2_definition")
 

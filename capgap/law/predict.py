@@ -21,11 +21,13 @@ import numpy as np
 
 from capgap.errors import CapgapError
 from capgap.law.bootstrap import percentile_ci
+from capgap.law.bracket import PAPER_RATIO
 from capgap.law.units import AS_GIVEN, format_size
 
 _REQUIRED = ("status", "slope", "intercept", "ratio", "ratio_ci", "size_range", "size_unit")
 
-PAPER_SOURCE = "paper: Zhang et al. 2023 (arXiv 2311.07052), T* = 2.5·S in total parameters"
+PAPER_SOURCE = (f"paper: Zhang et al. 2023 (arXiv 2311.07052), T* = {PAPER_RATIO:g}·S in total "
+                "parameters")
 
 
 def paper_law() -> dict[str, Any]:
@@ -34,7 +36,8 @@ def paper_law() -> dict[str, Any]:
     It comes with no interval: the paper reports a point estimate (R² ≈ 0.996) only. Its
     size range is GPT-2/Pythia pilot students (~50M-1B), so extrapolation warnings apply.
     """
-    return {"status": "ok", "slope": 2.5, "intercept": 0.0, "ratio": 2.5, "ratio_ci": None,
+    return {"status": "ok", "slope": PAPER_RATIO, "intercept": 0.0, "ratio": PAPER_RATIO,
+            "ratio_ci": None,
             "slope_ci": None, "intercept_ci": None, "size_range": [5e7, 1.2e9],
             "size_unit": "total parameters", "source": PAPER_SOURCE}
 

@@ -20,11 +20,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from capgap.law.bracket import PAPER_RATIO, SIGNAL, bracket_text
 from capgap.report.tables import paired_rows
 
-PAPER_RATIO = 2.5
 NOISE_FLOOR = 0.004  # FINDINGS.md: seed noise at 150k tokens was <= 0.004 nats
-SIGNAL = 3.0  # a spread counts as real when it exceeds this many times the noise
 
 
 def setting_rows(rows: list[dict[str, Any]], where: dict[str, Any]) -> list[dict[str, Any]]:
@@ -94,16 +93,24 @@ def _h2(law: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _h3(law: dict[str, Any] | None) -> dict[str, Any]:
+    """From the interior optima when two or more sizes have one; otherwise from the bracket
+    (:mod:`capgap.law.bracket`), which censored sizes also bound."""
     ratios = [s["ratio"] for s in (law or {}).get("sizes", [])
               if not s.get("censored") and s.get("ratio") is not None]
+    bracket = (law or {}).get("bracket")
     if len(ratios) < 2:
-        return {"verdict": "not testable", "ratios": ratios,
+        if bracket and bracket.get("consistent") is not None:
+            verdict = "not rejected" if bracket["consistent"] else "no"
+            return {"verdict": verdict, "ratios": ratios, "bracket": bracket,
+                    "why": "fewer than two interior optima; answered from the bracket: "
+                           + bracket_text(bracket)}
+        return {"verdict": "not testable", "ratios": ratios, "bracket": bracket,
                 "why": "fewer than two student sizes with an optimum inside the teacher range"}
     mean = statistics.fmean(ratios)
     cv = statistics.stdev(ratios) / mean
     ci = (law or {}).get("ratio_ci")
     return {"verdict": "yes" if cv < 0.25 else "no", "ratios": ratios, "mean": mean, "cv": cv,
-            "rule": "coefficient of variation of T*/S across sizes < 0.25",
+            "bracket": bracket, "rule": "coefficient of variation of T*/S across sizes < 0.25",
             "paper_ratio_in_ci": None if not ci else bool(ci[0] <= PAPER_RATIO <= ci[1])}
 
 
@@ -112,7 +119,7 @@ def law_summary(law: dict[str, Any] | None) -> dict[str, Any]:
     if not law:
         return {"status": "missing"}
     keys = ("status", "reason", "slope", "slope_ci", "intercept", "intercept_ci", "r2", "ratio",
-            "ratio_ci", "ratio_r2", "n_points", "size_unit")
+            "ratio_ci", "ratio_r2", "n_points", "size_unit", "bracket")
     return {k: law.get(k) for k in keys if k in law} | {"paper_ratio": PAPER_RATIO}
 
 
@@ -141,6 +148,8 @@ def findings_lines(f: dict[str, Any]) -> list[str]:
                  + (f" (T*/S {', '.join(f'{r:.2f}' for r in h3['ratios'])}; cv {h3['cv']:.2f})"
                     if "cv" in h3 else f" ({h3.get('why', '')})"))
     law = f["law"]
+    if law.get("bracket"):
+        lines.append(f"  bracket: {bracket_text(law['bracket'])}")
     if law.get("status") == "ok":
         lines.append(f"  law: T* = {law['slope']:.3g}·S + {law['intercept']:.3g} (R² {law['r2']:.3f}); "
                      f"T* = {law['ratio']:.3g}·S, CI [{law['ratio_ci'][0]:.3g}, "

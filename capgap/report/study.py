@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from capgap.law.bracket import bracket_text
 from capgap.report.findings import PAPER_RATIO, findings_lines
 from capgap.report.synthesis import control_line, optimum_line
 
@@ -20,7 +21,8 @@ def law_text(unit: str, law: dict[str, Any]) -> str:
                 f"{law['intercept']:.3g} (R² {law['r2']:.3f}"
                 + ("" if r2 is None else f", ratio R² {r2:.3f}")
                 + f", {law.get('n_points')} sizes)")
-    return f"{unit}: {law.get('status')} — {law.get('reason', '')}".rstrip(" —")
+    text = f"{unit}: {law.get('status')} — {law.get('reason', '')}".rstrip(" —")
+    return text + (f"; bracket: {bracket_text(law['bracket'])}" if law.get("bracket") else "")
 
 
 def pooled_line(law: dict[str, Any]) -> str:

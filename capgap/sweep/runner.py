@@ -224,12 +224,13 @@ def fit_rows(rows: list[dict[str, Any]], where: dict[str, Any], size: str, n_boo
     recorded as ``{"status": "error", "reason": ...}`` rather than raised."""
     from capgap.errors import CapgapError
     from capgap.law import fit_source
+    from capgap.report.findings import NOISE_FLOOR
 
     if not rows:
         return {"status": "pending", "reason": "no finished cells yet",
                 "selection": {"where": where}}
     try:
-        law = fit_source(rows, where=where, size=size, n_boot=n_boot)
+        law = fit_source(rows, where=where, size=size, n_boot=n_boot, tie_floor=NOISE_FLOOR)
         law["selection"] |= {"source": source, "source_kind": "sqlite"}
         return law
     except CapgapError as e:

@@ -72,6 +72,7 @@ def test_insufficient_sizes_exit_3_without_r2(tmp_path, capsys, make_cells):
     printed = capsys.readouterr().out
     assert rc == 3
     assert "no law fitted" in printed and "R²" not in printed
+    assert "bracket (grid bound, any size): " in printed
     assert _strict_json(out)["status"] == "insufficient"
     rc = main(["law", "predict", "--law", str(out), "--student-params", "1M"])
     err = capsys.readouterr().err
@@ -85,6 +86,7 @@ def test_insufficient_sizes_exit_3_without_r2(tmp_path, capsys, make_cells):
     ["fit", "{tmp}/cells.csv", "--where", "objective=distill_v9"],
     ["fit", "{tmp}/cells.csv", "--plot", "{tmp}/law.gif"],
     ["fit", "{tmp}/cells.csv", "--bootstrap", "0"],
+    ["fit", "{tmp}/cells.csv", "--tie-floor", "-0.1"],
     ["predict", "--law", "{tmp}/missing.json", "--student-params", "1M"],
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, make_cells, args):
