@@ -137,7 +137,7 @@ def _execute(store: Store, payloads: list[dict[str, Any]], workers: int, backend
     if not payloads:
         return 0
     bar = tqdm(total=len(payloads), unit="cell", desc="sweep", disable=not progress)
-    state = {"running": 0, "failed": 0}
+    state = {"running": 0, "failed": 0, "finished": 0}  # a disabled tqdm counts nothing
     start = time.perf_counter()
 
     def on_start(p: dict[str, Any]) -> None:
@@ -154,9 +154,10 @@ def _execute(store: Store, payloads: list[dict[str, Any]], workers: int, backend
         else:
             store.mark_done(r["key"], r["result"])
         bar.update(1)
+        state["finished"] += 1
         _postfix(bar, state, len(payloads))
         if not progress:
-            print(cell_line(store.get(r["key"]) or {}, bar.n, len(payloads),
+            print(cell_line(store.get(r["key"]) or {}, state["finished"], len(payloads),
                             time.perf_counter() - start), flush=True)
 
     try:
@@ -183,7 +184,7 @@ def cell_line(row: dict[str, Any], done: int, total: int, elapsed: float) -> str
 
 
 def _postfix(bar: Any, state: dict[str, int], total: int) -> None:
-    left = total - bar.n - state["running"]
+    left = total - state["finished"] - state["running"]
     bar.set_postfix(running=state["running"], left=left, failed=state["failed"], refresh=False)
 
 

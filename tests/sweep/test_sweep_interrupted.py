@@ -6,6 +6,7 @@ and re-running the same command finishes them with the numbers an uninterrupted 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -127,6 +128,8 @@ def test_killed_worker_fails_its_cells_and_the_driver_goes_on(interrupted):
         assert (r["status"] == "done") == (Path(r["cell_dir"]) / "DONE.json").is_file()
     assert {r["status"] for r in rows.values()} <= {"done", "failed"}  # nothing left hanging
     assert seen["driver_rc"] == 1
+    # without bars, one line per finished cell (failed ones too), counted 1..4
+    assert re.findall(r"^\[(\d+)/4 ", seen["driver_out"], re.M) == ["1", "2", "3", "4"]
 
 
 def test_rerun_finishes_killed_cells_as_an_uninterrupted_run_would(interrupted, finished_sweep,
