@@ -75,6 +75,7 @@ def _plot_curves(ax: Any, sizes: list[Mapping[str, Any]], law: Mapping[str, Any]
 def _plot_fit(ax: Any, law: Mapping[str, Any]) -> None:
     """Best teacher vs student size: used points, censored points, both laws, the band."""
     si = law.get("size_unit") != AS_GIVEN
+    _plot_bracket(ax, law)
     _plot_points(ax, law)
     if law.get("status") == "ok":
         s = np.asarray([p[0] for p in law["points"]], dtype=float)
@@ -101,6 +102,34 @@ def _plot_fit(ax: Any, law: Mapping[str, Any]) -> None:
     ax.set_ylabel(f"best teacher size T* ({unit})")
     ax.set_title(textwrap.shorten(title, 70), fontsize=9)
     ax.legend(fontsize=7)
+
+
+def _plot_bracket(ax: Any, law: Mapping[str, Any]) -> None:
+    """Each size's bracket as a grey bar (an arrow where unbounded above), the ratios every
+    bracket allows as a shaded wedge, and the paper's ratio as a dotted line."""
+    b = law.get("bracket") or {}
+    sizes = b.get("sizes") or []
+    if not sizes:
+        return
+    x = np.array([s["student_params"] for s in sizes])
+    top = max(max(s["hi"] or s["lo"] for s in sizes), float(np.max(x))) * 2
+    for i, s in enumerate(sizes):
+        hi = s["hi"] if s["hi"] is not None else top
+        ax.vlines(s["student_params"], s["lo"], hi, color="gray", lw=5, alpha=0.3,
+                  label=None if i else "where each size's optimum can lie")
+        if s["hi"] is None:
+            ax.annotate("", (s["student_params"], top), (s["student_params"], top / 1.6),
+                        arrowprops={"arrowstyle": "->", "color": "gray"})
+    grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, 50)
+    if b.get("common"):
+        lo, hi = b["common"]
+        ax.fill_between(grid, lo * grid, (hi if hi is not None else top / x.min()) * grid,
+                        color="C2", alpha=0.12,
+                        label=f"T*/S every bracket allows: ({lo:.2f}, "
+                              + ("inf" if hi is None else f"{hi:.2f}") + ")")
+    if b.get("reference"):
+        ax.plot(grid, b["reference"] * grid, ":", color="k", lw=1,
+                label=f"paper {b['reference']:g}·S")
 
 
 def _plot_points(ax: Any, law: Mapping[str, Any]) -> None:

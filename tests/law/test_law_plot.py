@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from capgap.errors import CapgapError
-from capgap.law import fit_law, fit_points, plot_law
+from capgap.law import Cell, fit_law, fit_points, plot_law
 
 
 def _is_png(path) -> bool:
@@ -20,7 +20,10 @@ def test_plots_a_law_a_points_law_and_an_insufficient_one(tmp_path, make_cells):
         "cells": fit_law(make_cells(n_sizes=4, seeds=2), n_boot=50),
         "points": fit_points([(1, 2.4), (2, 5.1), (4, 10.2)], n_boot=50),
         "insufficient": fit_law(make_cells(n_sizes=2, seeds=2), n_boot=50),
+        "unbounded": fit_law([Cell(1e6, t, 5.0 - t / 1e8, seed="0")  # best at the high edge
+                              for t in (2e6, 4e6, 8e6)], n_boot=50),
     }
+    assert laws["unbounded"]["bracket"]["sizes"][0]["hi"] is None
     for name, law in laws.items():
         path = plot_law(law, tmp_path / f"{name}.png")
         assert _is_png(path), name
