@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from capgap.report.findings import NOISE_FLOOR, SIGNAL
+from capgap.report.findings import NOISE_FLOOR, PAPER_RATIO, SIGNAL
 
 GROUP_KEYS = ("family", "objective", "init", "allocation", "source", "tokens", "student_target")
 BASE_KEYS = ("family", "init", "allocation", "tokens", "student_target", "seed", "pruned_from")
@@ -216,16 +216,20 @@ def control_line(c: dict[str, Any]) -> list[str]:
     return lines
 
 
-def budget_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
+def budget_figure(budget: list[dict[str, Any]], path: str | Path,
+                  brackets: dict[int, list[float | None]] | None = None) -> bool:
     """Best teacher / student against the budget, one line per size; hollow markers where
-    the optimum is censored. False (nothing written) without at least one row."""
+    the optimum is censored; ``brackets`` (budget -> the T*/S range every size allows, from
+    the pooled law) as grey boxes. False (nothing written) without at least one row."""
     if not budget:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+    from capgap.law.units import format_size
     from capgap.report.html import ratio_axis, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -241,12 +245,20 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
                                                         g["teacher_params"][-1]))
             ax.vlines(x, lo, hi, color=colour, lw=1, alpha=0.35)  # the teachers tried
             ax.plot(x, g["ratio"], "o", color=colour, mfc="none" if g["censored"] else colour)
-    ax.axhline(2.5, color="k", ls=":", lw=1, label="paper ~2.5x")
+    for i, (tokens, common) in enumerate(sorted((brackets or {}).items())):
+        if common:
+            hi = common[1] if common[1] is not None else ax.get_ylim()[1]
+            ax.fill_between([tokens / 1.15, tokens * 1.15], common[0], hi, color="k",
+                            alpha=0.1, lw=0, label=None if i else "T*/S every size allows")
+    ax.axhline(PAPER_RATIO, color="k", ls=":", lw=1, label=f"paper ~{PAPER_RATIO:g}x")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("distillation budget (tokens)")
     ax.set_ylabel("best teacher / student (total params)")
     ratio_axis(ax.yaxis)
+    ax.xaxis.set_major_locator(FixedLocator(sorted({g["tokens"] for g in budget})))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_size(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_title("Best teacher per budget (bars: teachers tried; hollow: at an edge)",
                  fontsize=10)
     save_figure(fig, ax, Path(path))

@@ -142,7 +142,13 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
             if (out / name / DB_NAME).is_file()}  # each part's database read once
     record = _summarise(record, rows, out)
     record["synthesis"] = _synthesis(cfg, rows, out)
-    figure = budget_figure(record["synthesis"]["budget"], out / BUDGET_IMAGE)
+    syn = record["synthesis"]
+    primary = syn.get("primary", {})
+    brackets = {law["tokens"]: (law.get("bracket") or {}).get("common")
+                for law in syn["laws"] if law["unit"] == "total"
+                and law["family"] == primary.get("family")
+                and law["objective"] == primary.get("objective")}
+    figure = budget_figure(syn["budget"], out / BUDGET_IMAGE, brackets)
     found = _part_findings(record, out)
     write_json(out / STUDY_RECORD, record)
     write_text(out / "index.html", index_html(record, found, figure))

@@ -99,6 +99,8 @@ def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
     assert "best T2 (1.8M, 6.00x), censored at the high edge" in text
     assert budget_figure(syn["budget"], tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 1000
+    brackets = {g["tokens"]: [1.5, None] for g in syn["budget"]}  # unbounded above too
+    assert budget_figure(syn["budget"], tmp_path / "c.png", brackets)
     assert not budget_figure([], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
