@@ -21,7 +21,8 @@ def law_text(unit: str, law: dict[str, Any]) -> str:
                 f"{law['intercept']:.3g} (R² {law['r2']:.3f}"
                 + ("" if r2 is None else f", ratio R² {r2:.3f}")
                 + f", {law.get('n_points')} sizes)")
-    text = f"{unit}: {law.get('status')} — {law.get('reason', '')}".rstrip(" —")
+    reason = (law.get("reason") or "").split(": ")[0]  # the why is in each part's findings
+    text = f"{unit}: {law.get('status')} — {reason}".rstrip(" —")
     return text + (f"; bracket: {bracket_text(law['bracket'])}" if law.get("bracket") else "")
 
 
