@@ -102,8 +102,9 @@ def _h3(law: dict[str, Any] | None) -> dict[str, Any]:
         if bracket and bracket.get("consistent") is not None:
             verdict = "not rejected" if bracket["consistent"] else "no"
             return {"verdict": verdict, "ratios": ratios, "bracket": bracket,
-                    "why": "fewer than two interior optima; answered from the bracket: "
-                           + bracket_text(bracket)}
+                    "why": "fewer than two interior optima; from the brackets: "
+                           + ("some T*/S fits every size (bracket below)" if bracket["consistent"]
+                              else "no single ratio fits every size")}
         return {"verdict": "not testable", "ratios": ratios, "bracket": bracket,
                 "why": "fewer than two student sizes with an optimum inside the teacher range"}
     mean = statistics.fmean(ratios)
