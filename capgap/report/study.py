@@ -59,11 +59,16 @@ def _totals(record: dict[str, Any]) -> str:
 
 
 def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
-             figure: bool = True) -> list[dict[str, Any]]:
+             figures: dict[str, bool] | None = None) -> list[dict[str, Any]]:
     """The study's views as format-free sections: ``title``, optional ``text``, ``image``,
     ``pre`` (preformatted lines) and ``parts`` (the part table). ``summary.md`` and
-    ``index.html`` render the same list, so they cannot drift apart."""
+    ``index.html`` render the same list, so they cannot drift apart. ``figures`` says which
+    images were written (all assumed when None)."""
     syn = record.get("synthesis", {})
+
+    def image(name: str) -> str | None:
+        return name if figures is None or figures.get(name) else None
+
     out: list[dict[str, Any]] = [{
         "title": "Parts", "parts": part_rows(record),
         "text": f"The paper's ratio is ~{PAPER_RATIO}x. {syn.get('rule', '')}. "
@@ -78,7 +83,7 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
         p = syn["primary"]
         out.append({"title": f"How the optimum moves with the budget ({p['family']}, "
                              f"{p['objective']}, own-pruned students)",
-                    "image": BUDGET_IMAGE if figure else None,
+                    "image": image(BUDGET_IMAGE),
                     "pre": [optimum_line(g) for g in budget]})
     if syn.get("control"):
         out.append({"title": "Same-init control",
@@ -86,6 +91,7 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
                             "the paper's students pruned from their own teachers (same size, "
                             "budget, seeds). Gains are over the no-teacher baseline of the same "
                             "initialisation.",
+                    "image": image(CONTROL_IMAGE),
                     "pre": [line for c in syn["control"] for line in control_line(c)]})
     other = [g for g in syn.get("optima", []) if g not in budget]
     if other:
@@ -99,15 +105,16 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
 
 
 BUDGET_IMAGE = "optimum_vs_budget.png"
+CONTROL_IMAGE = "control.png"
 _PART_HEAD = ("part", "cells", "compute", "wall", "laws (total and non-embedding parameters)")
 
 
 def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
-                     figure: bool = True) -> str:
+                     figures: dict[str, bool] | None = None) -> str:
     """``summary.md``: the sections in Markdown, for a README or a review."""
     lines = ["# capgap study — generated summary", "",
              "Written by `capgap study` from the parts' databases; do not edit by hand."]
-    for sec in sections(record, findings, figure):
+    for sec in sections(record, findings, figures):
         lines += ["", f"## {sec['title']}", ""]
         if sec.get("text"):
             lines += [sec["text"], ""]
@@ -123,11 +130,11 @@ def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, 
 
 
 def index_html(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
-               figure: bool) -> str:
+               figures: dict[str, bool] | None = None) -> str:
     """``index.html``: the same sections, each part linked to its own report."""
     esc = html.escape
     body = ["<h1>capgap study</h1>"]
-    for sec in sections(record, findings, figure):
+    for sec in sections(record, findings, figures):
         body.append(f"<h2>{esc(sec['title'])}</h2>")
         if sec.get("text"):
             body.append(f"<p>{esc(sec['text'])}</p>")

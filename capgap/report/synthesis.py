@@ -263,3 +263,45 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path,
                  fontsize=10)
     save_figure(fig, ax, Path(path))
     return True
+
+
+def control_figure(control: list[dict[str, Any]], path: str | Path) -> bool:
+    """The control's evidence: distilled loss against teacher size, one panel per control
+    group — the same initialisation (solid) beside students pruned from each teacher
+    (dashed), best of each starred. False (nothing written) without a control group."""
+    if not control:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    from capgap.report.html import save_figure
+
+    fig, axes = plt.subplots(1, len(control), figsize=(4.6 * len(control), 3.8), squeeze=False)
+    for ax, c in zip(axes[0], control, strict=True):
+        t = [x["teacher_params"] for x in c["teachers"]]
+        for key, style, label in (("control_loss", "o-", f"same init (cut from {c['cut_from']})"),
+                                  ("own_loss", "s--", "pruned from each teacher (paper)")):
+            pts = [(ti, x[key]) for ti, x in zip(t, c["teachers"], strict=True)
+                   if x[key] is not None]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            line = ax.plot(xs, ys, style, ms=4, label=label)[0]
+            best = min(range(len(ys)), key=ys.__getitem__)
+            ax.plot(xs[best], ys[best], "*", ms=13, color=line.get_color(), mec="black")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(t))  # label the teachers, not the decades
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _m(x)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("teacher size (total params)")
+        ax.set_ylabel("distilled val loss (lower is better)")
+        ax.set_title(f"S {_m(c['student_target'])}, {c['tokens']:,} tok, {c['objective']}",
+                     fontsize=9)
+        if ax is not axes[0, -1]:
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+    save_figure(fig, axes[0, -1], Path(path))
+    return True

@@ -134,8 +134,8 @@ def _finish_part(sweep: SweepConfig, part_dir: Path) -> None:
 
 def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, Any]:
     """Summarise the parts, add the cross-part synthesis, write the study's views."""
-    from capgap.report.study import BUDGET_IMAGE, index_html, summary_markdown
-    from capgap.report.synthesis import budget_figure
+    from capgap.report.study import BUDGET_IMAGE, CONTROL_IMAGE, index_html, summary_markdown
+    from capgap.report.synthesis import budget_figure, control_figure
     from capgap.sweep.store import DB_NAME, read_rows
 
     rows = {name: read_rows(out / name) for name in record["parts"]
@@ -148,11 +148,12 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
                 for law in syn["laws"] if law["unit"] == "total"
                 and law["family"] == primary.get("family")
                 and law["objective"] == primary.get("objective")}
-    figure = budget_figure(syn["budget"], out / BUDGET_IMAGE, brackets)
+    figures = {BUDGET_IMAGE: budget_figure(syn["budget"], out / BUDGET_IMAGE, brackets),
+               CONTROL_IMAGE: control_figure(syn["control"], out / CONTROL_IMAGE)}
     found = _part_findings(record, out)
     write_json(out / STUDY_RECORD, record)
-    write_text(out / "index.html", index_html(record, found, figure))
-    write_text(out / SUMMARY, summary_markdown(record, found, figure))
+    write_text(out / "index.html", index_html(record, found, figures))
+    write_text(out / SUMMARY, summary_markdown(record, found, figures))
     return record
 
 

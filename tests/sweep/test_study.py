@@ -52,7 +52,10 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     (ctrl,) = record["synthesis"]["control"]
     assert ctrl["cut_from"] == "A" and [t["teacher"] for t in ctrl["teachers"]] == ["A", "B"]
     assert ctrl["teachers"][0]["own_loss"] == paper["A"]["val_loss"]
-    assert (out / "summary.md").read_text().count("Same-init control") == 1
+    assert (out / "summary.md").read_text().count("## Same-init control") == 1
+    assert "![Same-init control](control.png)" in (out / "summary.md").read_text()
+    assert (out / "control.png").stat().st_size > 1000 and "control.png" in (
+        out / "index.html").read_text()
     assert record["compute_s"]["teacher pretraining"] > 0 and record["compute_s"]["cells"] > 0
     teachers_once = record["parts"]["paper"]["compute_s"]["teacher pretraining"]
     assert record["compute_s"]["teacher pretraining"] == teachers_once  # shared, counted once
