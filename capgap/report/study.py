@@ -11,6 +11,20 @@ from capgap.law.bracket import bracket_text
 from capgap.report.findings import PAPER_RATIO, findings_lines
 from capgap.report.synthesis import control_line, optimum_line
 
+BUDGET_IMAGE = "optimum_vs_budget.png"
+CONTROL_IMAGE = "control.png"
+SCRATCH_IMAGE = "scratch.png"
+BESIDE_PAPER = (  # synthesis key, section title, figure, what it shows
+    ("control", "Same-init control", CONTROL_IMAGE,
+     "One student initialisation distilled from every teacher, beside the paper's students "
+     "pruned from their own teachers (same size, budget, seeds). Gains are over the "
+     "no-teacher baseline of the same initialisation."),
+    ("scratch", "Scratch-initialised students", SCRATCH_IMAGE,
+     "Students with the shape pruning from each teacher gives but random weights, beside the "
+     "paper's pruned students (same size, budget, seeds). Gains are over the no-teacher "
+     "baseline of the same shape and initialisation."),
+)
+
 
 def law_text(unit: str, law: dict[str, Any]) -> str:
     """``total: T* = 6.1·S [4.2, 8.0] (R² 0.91, 3 sizes)`` or why there is no fit."""
@@ -85,14 +99,10 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
                              f"{p['objective']}, own-pruned students)",
                     "image": image(BUDGET_IMAGE),
                     "pre": [optimum_line(g) for g in budget]})
-    if syn.get("control"):
-        out.append({"title": "Same-init control",
-                    "text": "One student initialisation distilled from every teacher, beside "
-                            "the paper's students pruned from their own teachers (same size, "
-                            "budget, seeds). Gains are over the no-teacher baseline of the same "
-                            "initialisation.",
-                    "image": image(CONTROL_IMAGE),
-                    "pre": [line for c in syn["control"] for line in control_line(c)]})
+    for key, title, figure, text in BESIDE_PAPER:
+        if syn.get(key):
+            out.append({"title": title, "text": text, "image": image(figure),
+                        "pre": [line for c in syn[key] for line in control_line(c)]})
     other = [g for g in syn.get("optima", []) if g not in budget]
     if other:
         out.append({"title": "Every other group (objectives, families, inits, controls)",
@@ -104,8 +114,6 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
     return out
 
 
-BUDGET_IMAGE = "optimum_vs_budget.png"
-CONTROL_IMAGE = "control.png"
 _PART_HEAD = ("part", "cells", "compute", "wall", "laws (total and non-embedding parameters)")
 
 

@@ -16,6 +16,8 @@ need several parts at once are answered here:
 * **Control** (:func:`control_rows`): students all pruned from one teacher and distilled from
   every teacher, beside the paper's own-pruned students at the same size, budget and seeds.
   With one initialisation for all teachers, the loss spread is the teacher's own effect.
+* **Scratch** (:func:`scratch_rows`): randomly initialised students (the shape pruning gives)
+  beside the own-pruned ones: no pruning damage at all, and what pruning's init is worth.
 
 A cell that two parts share (by its key) counts once per group; the control's cell on the
 teacher it was cut from is also the paper's cell for that teacher, so it sits in both.
@@ -129,34 +131,49 @@ def control_rows(table: list[dict[str, Any]],
                  rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each same-init control group beside the own-pruned cells of the same size, budget,
     objective and seeds; noise is the own-pruned seed spread when the control has one seed."""
+    return [_beside_paper(g, rows, f"same init (cut from {g['source'][5:]})")
+            | {"cut_from": g["source"][5:]}
+            for g in table if g["source"].startswith("from ")]
+
+
+def scratch_rows(table: list[dict[str, Any]],
+                 rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each group of randomly initialised students (the shape pruning from each teacher
+    gives) beside the own-pruned students of the same size, budget, objective and seeds:
+    no pruning damage, so the loss spread is the teacher's (and the shape's) effect."""
+    return [_beside_paper(g, rows, "scratch init (same shape, random weights)")
+            for g in table if g["init"] == "scratch" and g["source"] == "own"]
+
+
+def _beside_paper(g: dict[str, Any], rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    """One optimum group ``g`` set teacher by teacher beside the paper's students (pruned
+    from their own teacher) of the same family, objective, allocation, budget and size."""
     rows = _unique(rows)
     base = _baselines(rows)
-    out = []
-    for g in (g for g in table if g["source"].startswith("from ")):
-        match = [r for r in rows if r["alpha"] < 1 and r["source"] == "own"
-                 and all(r[k] == g[k] for k in GROUP_KEYS if k != "source")]
-        seeds = set(g["seeds"])
-        own_all = [r for r in match if r["seed"] in seeds]
-        per_teacher = []
-        for name, t, loss in zip(g["teachers"], g["teacher_params"], g["loss"], strict=True):
-            own = [r for r in own_all if r["teacher_params"] == t]
-            own_gain = [base[b] - r["val_loss"] for r in own
-                        if (b := tuple(r[k] for k in BASE_KEYS)) in base]
-            per_teacher.append({
-                "teacher": name, "teacher_params": t, "control_loss": loss,
-                "control_gain": g["gain"][g["teachers"].index(name)],
-                "own_loss": statistics.fmean(r["val_loss"] for r in own) if own else None,
-                "own_gain": statistics.fmean(own_gain) if own_gain else None})
-        own_sds = [statistics.stdev(v) for v in _by_teacher(match).values() if len(v) > 1]
-        noise = g["noise"] if g["noise_measured"] else max([*own_sds, g["noise"]])
-        own_means = {t["teacher"]: t["own_loss"] for t in per_teacher if t["own_loss"] is not None}
-        own_best = min(own_means, key=lambda n: own_means[n]) if own_means else None
-        out.append({k: g[k] for k in (*GROUP_KEYS, "seeds")} | {
-            "cut_from": g["source"][5:], "teachers": per_teacher, "best": g["best"],
-            "censored": g["censored"], "ratio": g["ratio"], "spread": g["spread"],
-            "noise": noise, "teacher_effect": g["spread"] > SIGNAL * noise,
-            "own_best": own_best, "same_best": own_best == g["best"]})
-    return out
+    same = [k for k in GROUP_KEYS if k not in ("source", "init")]
+    match = [r for r in rows if r["alpha"] < 1 and r["source"] == "own"
+             and r["init"] == "pruned" and all(r[k] == g[k] for k in same)]
+    seeds = set(g["seeds"])
+    own_all = [r for r in match if r["seed"] in seeds]
+    per_teacher = []
+    for name, t, loss in zip(g["teachers"], g["teacher_params"], g["loss"], strict=True):
+        own = [r for r in own_all if r["teacher_params"] == t]
+        own_gain = [base[b] - r["val_loss"] for r in own
+                    if (b := tuple(r[k] for k in BASE_KEYS)) in base]
+        per_teacher.append({
+            "teacher": name, "teacher_params": t, "control_loss": loss,
+            "control_gain": g["gain"][g["teachers"].index(name)],
+            "own_loss": statistics.fmean(r["val_loss"] for r in own) if own else None,
+            "own_gain": statistics.fmean(own_gain) if own_gain else None})
+    own_sds = [statistics.stdev(v) for v in _by_teacher(match).values() if len(v) > 1]
+    noise = g["noise"] if g["noise_measured"] else max([*own_sds, g["noise"]])
+    own_means = {t["teacher"]: t["own_loss"] for t in per_teacher if t["own_loss"] is not None}
+    own_best = min(own_means, key=lambda n: own_means[n]) if own_means else None
+    return {k: g[k] for k in (*GROUP_KEYS, "seeds")} | {
+        "label": label, "teachers": per_teacher, "best": g["best"],
+        "censored": g["censored"], "ratio": g["ratio"], "spread": g["spread"],
+        "noise": noise, "teacher_effect": g["spread"] > SIGNAL * noise,
+        "own_best": own_best, "same_best": own_best == g["best"]}
 
 
 def _by_teacher(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -172,7 +189,7 @@ def synthesis(rows: list[dict[str, Any]], primary_family: str,
     table = optimum_table(rows)
     return {"primary": {"family": primary_family, "objective": primary_objective},
             "optima": table, "budget": budget_rows(table, primary_family, primary_objective),
-            "control": control_rows(table, rows),
+            "control": control_rows(table, rows), "scratch": scratch_rows(table, rows),
             "rule": f"An effect counts when it exceeds {SIGNAL:g} x the seed noise "
                     f"(floor {NOISE_FLOOR:g} nats); an optimum at the smallest or largest "
                     "teacher tried is censored"}
@@ -202,16 +219,17 @@ def optimum_line(g: dict[str, Any]) -> str:
 
 
 def control_line(c: dict[str, Any]) -> list[str]:
-    """A few lines on one control group."""
+    """A few lines on one group set beside the paper's students (a control or scratch)."""
     effect = "exceeds" if c["teacher_effect"] else "does not exceed"
-    lines = [f"S {_m(c['student_target'])} cut from {c['cut_from']}, {c['tokens']:,} tok: "
+    short = c["label"].split(" (")[0]
+    lines = [f"S {_m(c['student_target'])}, {c['label']}, {c['tokens']:,} tok: "
              f"loss spread across teachers {c['spread']:.3f} {effect} {SIGNAL:g} x noise "
              f"{c['noise']:.4f}; best teacher {c['best']} (own-pruned best: {c['own_best']})"]
     for t in c["teachers"]:
         own = "-" if t["own_loss"] is None else f"{t['own_loss']:.3f}"
         cg = "-" if t["control_gain"] is None else f"{t['control_gain']:+.3f}"
         og = "-" if t["own_gain"] is None else f"{t['own_gain']:+.3f}"
-        lines.append(f"    {t['teacher']} ({_m(t['teacher_params'])}): same-init "
+        lines.append(f"    {t['teacher']} ({_m(t['teacher_params'])}): {short} "
                      f"{t['control_loss']:.3f} (gain {cg}); own-pruned {own} (gain {og})")
     return lines
 
@@ -266,9 +284,9 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path,
 
 
 def control_figure(control: list[dict[str, Any]], path: str | Path) -> bool:
-    """The control's evidence: distilled loss against teacher size, one panel per control
-    group — the same initialisation (solid) beside students pruned from each teacher
-    (dashed), best of each starred. False (nothing written) without a control group."""
+    """The evidence of a control (or scratch) comparison: distilled loss against teacher
+    size, one panel per group — the group (solid) beside students pruned from each teacher
+    (dashed), best of each starred. False (nothing written) without a group."""
     if not control:
         return False
     import matplotlib
@@ -282,7 +300,7 @@ def control_figure(control: list[dict[str, Any]], path: str | Path) -> bool:
     fig, axes = plt.subplots(1, len(control), figsize=(4.6 * len(control), 3.8), squeeze=False)
     for ax, c in zip(axes[0], control, strict=True):
         t = [x["teacher_params"] for x in c["teachers"]]
-        for key, style, label in (("control_loss", "o-", f"same init (cut from {c['cut_from']})"),
+        for key, style, label in (("control_loss", "o-", c["label"]),
                                   ("own_loss", "s--", "pruned from each teacher (paper)")):
             pts = [(ti, x[key]) for ti, x in zip(t, c["teachers"], strict=True)
                    if x[key] is not None]

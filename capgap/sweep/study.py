@@ -134,7 +134,13 @@ def _finish_part(sweep: SweepConfig, part_dir: Path) -> None:
 
 def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, Any]:
     """Summarise the parts, add the cross-part synthesis, write the study's views."""
-    from capgap.report.study import BUDGET_IMAGE, CONTROL_IMAGE, index_html, summary_markdown
+    from capgap.report.study import (
+        BUDGET_IMAGE,
+        CONTROL_IMAGE,
+        SCRATCH_IMAGE,
+        index_html,
+        summary_markdown,
+    )
     from capgap.report.synthesis import budget_figure, control_figure
     from capgap.sweep.store import DB_NAME, read_rows
 
@@ -149,7 +155,8 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
                 and law["family"] == primary.get("family")
                 and law["objective"] == primary.get("objective")}
     figures = {BUDGET_IMAGE: budget_figure(syn["budget"], out / BUDGET_IMAGE, brackets),
-               CONTROL_IMAGE: control_figure(syn["control"], out / CONTROL_IMAGE)}
+               CONTROL_IMAGE: control_figure(syn["control"], out / CONTROL_IMAGE),
+               SCRATCH_IMAGE: control_figure(syn["scratch"], out / SCRATCH_IMAGE)}
     found = _part_findings(record, out)
     write_json(out / STUDY_RECORD, record)
     write_text(out / "index.html", index_html(record, found, figures))

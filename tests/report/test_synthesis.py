@@ -13,6 +13,7 @@ from capgap.report.synthesis import (
     budget_rows,
     control_rows,
     optimum_table,
+    scratch_rows,
     synthesis,
     tag_rows,
 )
@@ -84,6 +85,29 @@ def test_control_gains_are_over_the_baseline_of_the_teacher_it_was_cut_from():
     assert sum(1 for r in rows if r["key"] == "T0-T0-0-0.5-1000-soft_ce") == 2
     assert optimum_table(rows + rows) == table  # a part read twice changes nothing
     assert len([g for g in table if g["source"] == "own"][0]["seeds"]) == 2
+
+
+def test_scratch_students_sit_beside_the_pruned_ones_over_their_own_baselines():
+    paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95})
+    scratch = []
+    for t, loss in {"T0": 6.30, "T1": 6.20, "T2": 6.10}.items():
+        for alpha, x in ((0.5, loss), (1.0, loss + 0.1)):
+            r = row(t, x, alpha=alpha)
+            scratch.append(r | {"init": "scratch", "key": r["key"] + "-scratch"})
+    rows = tag_rows(paper + scratch, "p", "fam")
+    table = optimum_table(rows)
+    (c,) = scratch_rows(table, rows)
+    assert c["init"] == "scratch" and c["best"] == "T2" and c["censored"] == "high"
+    assert c["label"].startswith("scratch init")
+    by_t = {t["teacher"]: t for t in c["teachers"]}
+    assert by_t["T1"]["control_loss"] == pytest.approx(6.20)
+    assert by_t["T1"]["control_gain"] == pytest.approx(0.1)  # over the scratch baseline
+    assert by_t["T1"]["own_loss"] == pytest.approx(4.90)
+    assert by_t["T1"]["own_gain"] == pytest.approx(0.05)  # over the pruned baseline
+    assert c["own_best"] == "T1" and not c["same_best"]
+    assert control_rows(table, rows) == []  # scratch is no same-init control
+    assert "Scratch-initialised students" in summary_markdown(
+        {"parts": {}, "synthesis": synthesis(rows, "fam", "soft_ce")}, {})
 
 
 def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
