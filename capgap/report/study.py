@@ -75,7 +75,8 @@ def _totals(record: dict[str, Any]) -> str:
 def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
              figures: dict[str, bool] | None = None) -> list[dict[str, Any]]:
     """The study's views as format-free sections: ``title``, optional ``text``, ``image``,
-    ``pre`` (preformatted lines) and ``parts`` (the part table). ``summary.md`` and
+    ``pre`` (preformatted lines) and ``table`` (``head``, ``rows``, optional ``links`` for
+    the first column). ``summary.md`` and
     ``index.html`` render the same list, so they cannot drift apart. ``figures`` says which
     images were written (all assumed when None)."""
     syn = record.get("synthesis", {})
@@ -83,10 +84,24 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
     def image(name: str) -> str | None:
         return name if figures is None or figures.get(name) else None
 
+    parts = part_rows(record)
     out: list[dict[str, Any]] = [{
-        "title": "Parts", "parts": part_rows(record),
+        "title": "Parts",
+        "table": {"head": list(_PART_HEAD),
+                  "rows": [[r["part"], r["cells"], r["compute"], r["wall"], r["laws"]]
+                           for r in parts],
+                  "links": [f"{r['part']}/report/index.html" for r in parts]},
         "text": f"The paper's ratio is ~{PAPER_RATIO}x. {syn.get('rule', '')}. "
                 f"Totals: {_totals(record)}."}]
+    glance = glance_rows(syn.get("laws", []))
+    if glance:
+        out.insert(0, {"title": "At a glance: the paper's setting per budget",
+                       "text": "Own-pruned students pooled over parts. Interior: sizes whose "
+                               "best teacher is inside the teachers tried (a law needs 3). "
+                               "Bracket: the T*/S one law could have given every size's best "
+                               "teacher and its neighbours (a bound from the grid, not a "
+                               "confidence interval).",
+                       "table": {"head": list(_GLANCE_HEAD), "rows": glance}})
     if syn.get("laws"):
         out.append({"title": "The law per budget, pooled over parts",
                     "text": "Every own-pruned cell of the paper's setting at that budget, "
@@ -115,6 +130,44 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
 
 
 _PART_HEAD = ("part", "cells", "compute", "wall", "laws (total and non-embedding parameters)")
+_GLANCE_HEAD = ("family", "objective", "budget", "seeds", "interior", "law (total)",
+                f"T*/S bracket, total (paper {PAPER_RATIO:g}x)", "T*/S bracket, non-embedding")
+
+
+def glance_rows(laws: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per pooled budget: interior sizes, the law or its status, both brackets."""
+    def bracket(law: dict[str, Any] | None) -> str:
+        b = (law or {}).get("bracket") or {}
+        if not b.get("n_sizes"):
+            return "-"
+        if b["common"] is None:
+            return "no single ratio"
+        lo, hi = b["common"]
+        where = ("" if b.get("reference_inside") is None else
+                 " (inside)" if b["reference_inside"] else " (outside)")
+        return f"({lo:.2f}, {'inf' if hi is None else f'{hi:.2f}'})x{where}"
+
+    by_key: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for law in laws:
+        key = (law["family"], law["objective"], law["allocation"], law["tokens"])
+        by_key.setdefault(key, {})[law["unit"]] = law
+    rows = []
+    for (family, objective, _, tokens), units in sorted(by_key.items()):
+        total = units.get("total") or {}
+        n = ((total.get("bracket") or {}).get("n_sizes"))
+        fit = (f"T* = {total['ratio']:.3g}·S [{total['ratio_ci'][0]:.3g}, "
+               f"{total['ratio_ci'][1]:.3g}]" if total.get("status") == "ok"
+               else str(total.get("status", "-")))
+        rows.append([family, objective, f"{tokens:,}",
+                     ",".join(str(x) for x in total.get("seeds", [])),
+                     f"{total.get('n_points', 0)} of {n if n is not None else '?'}", fit,
+                     bracket(total), bracket(units.get("non_embedding"))])
+    return rows
+
+
+def _cell(value: str | list[str], fmt: Any) -> str:
+    """A table cell: one string, or several lines joined by <br> (``fmt`` escapes each)."""
+    return "<br>".join(fmt(v) for v in value) if isinstance(value, list) else fmt(value)
 
 
 def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
@@ -126,10 +179,11 @@ def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, 
         lines += ["", f"## {sec['title']}", ""]
         if sec.get("text"):
             lines += [sec["text"], ""]
-        if sec.get("parts") is not None:
-            lines += ["| " + " | ".join(_PART_HEAD) + " |", "|---" * len(_PART_HEAD) + "|"]
-            lines += [f"| {r['part']} | {r['cells']} | {r['compute']} | {r['wall']} | "
-                      f"{'<br>'.join(r['laws'])} |" for r in sec["parts"]]
+        if sec.get("table"):
+            head = sec["table"]["head"]
+            lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+            lines += ["| " + " | ".join(_cell(c, str) for c in row) + " |"
+                      for row in sec["table"]["rows"]]
         if sec.get("image"):
             lines += [f"![{sec['title']}]({sec['image']})", ""]
         if sec.get("pre"):
@@ -146,13 +200,16 @@ def index_html(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]]
         body.append(f"<h2>{esc(sec['title'])}</h2>")
         if sec.get("text"):
             body.append(f"<p>{esc(sec['text'])}</p>")
-        if sec.get("parts") is not None:
-            body.append("<table border=1><tr>" + "".join(f"<th>{esc(h)}</th>" for h in _PART_HEAD)
-                        + "</tr>")
-            body += [f"<tr><td><a href='{esc(r['part'])}/report/index.html'>{esc(r['part'])}"
-                     f"</a></td><td>{esc(r['cells'])}</td><td>{esc(r['compute'])}</td>"
-                     f"<td>{esc(r['wall'])}</td><td>{'<br>'.join(esc(x) for x in r['laws'])}"
-                     "</td></tr>" for r in sec["parts"]]
+        if sec.get("table"):
+            table = sec["table"]
+            links = table.get("links") or [None] * len(table["rows"])
+            body.append("<table border=1><tr>" + "".join(f"<th>{esc(h)}</th>"
+                                                         for h in table["head"]) + "</tr>")
+            for row, link in zip(table["rows"], links, strict=True):
+                cells = [_cell(c, esc) for c in row]
+                if link:
+                    cells[0] = f"<a href='{esc(link)}'>{cells[0]}</a>"
+                body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
             body.append("</table>")
         if sec.get("image"):
             body.append(f"<img src='{esc(sec['image'])}' alt='{esc(sec['title'])}'>")

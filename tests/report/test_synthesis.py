@@ -140,3 +140,21 @@ def test_busy_time_merges_parallel_cells_and_skips_gaps_between_runs():
             cell("12:30:00", 999, status="failed")]          # not counted
     assert busy_seconds(rows) == 900 + 60
     assert busy_seconds([]) == 0
+
+
+def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():
+    from capgap.report.study import glance_rows
+
+    def law(unit: str, common: list | None, inside: bool | None, **extra) -> dict:
+        return {"family": "fam", "objective": "soft_ce", "allocation": "global",
+                "tokens": 2_000_000, "unit": unit, "seeds": [0, 1], "status": "insufficient",
+                "n_points": 1, "bracket": {"n_sizes": 3, "common": common,
+                                           "reference_inside": inside}} | extra
+
+    (row,) = glance_rows([law("total", [1.25, 3.68], True),
+                          law("non_embedding", None, None)])
+    assert row == ["fam", "soft_ce", "2,000,000", "0,1", "1 of 3", "insufficient",
+                   "(1.25, 3.68)x (inside)", "no single ratio"]
+    (fit,) = glance_rows([law("total", [2.0, None], None, status="ok", ratio=2.4,
+                              ratio_ci=[2.1, 2.9], n_points=3)])
+    assert fit[4:7] == ["3 of 3", "T* = 2.4·S [2.1, 2.9]", "(2.00, inf)x"] and fit[7] == "-"
