@@ -91,7 +91,12 @@ def check_law(law: Any, name: str = "law") -> dict[str, Any]:
     if not isinstance(law, Mapping) or any(k not in law for k in _REQUIRED):
         raise CapgapError(f"{name}: not a capgap law (needs keys {', '.join(_REQUIRED)})")
     if law["status"] != "ok":
-        raise CapgapError(f"{name}: no law was fitted ({law.get('reason') or law['status']})")
+        common = (law.get("bracket") or {}).get("common")
+        hint = ("" if not common else
+                f"; its sizes bound T*/S to ({common[0]:.3g}, "
+                + ("inf" if common[1] is None else f"{common[1]:.3g}") + ")x, a range, not a law")
+        raise CapgapError(f"{name}: no law was fitted "
+                          f"({(law.get('reason') or law['status']).split(': ')[0]}){hint}")
     return dict(law)
 
 

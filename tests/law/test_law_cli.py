@@ -76,7 +76,8 @@ def test_insufficient_sizes_exit_3_without_r2(tmp_path, capsys, make_cells):
     assert _strict_json(out)["status"] == "insufficient"
     rc = main(["law", "predict", "--law", str(out), "--student-params", "1M"])
     err = capsys.readouterr().err
-    assert rc == 2 and "no law was fitted" in err
+    assert rc == 2 and "no law was fitted" in err and err.count("\n") == 1
+    assert "bound T*/S to (" in err  # the bracket, offered as a range
 
 
 @pytest.mark.parametrize("args", [
