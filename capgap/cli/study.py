@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
         law = entry.get("laws", {}).get("total", {})
         line = (f"ratio {law['ratio']:.3g} [{law['ratio_ci'][0]:.3g}, {law['ratio_ci'][1]:.3g}]"
                 if law.get("status") == "ok" else f"law {law.get('status')}")
-        print(f"{name}: {entry.get('status_counts')}; {line}")
+        left = entry.get("left_s") or 0.0
+        print(f"{name}: {entry.get('status_counts')}; {line}"
+              + (f"; ~{left / 3600:.1f} worker-hours left" if left else ""))
     print(f"study: {args.out / 'study.json'}, {args.out / 'index.html'}, "
           f"{args.out / 'summary.md'}")
     failed = sum(e.get("failed", 0) for e in record["parts"].values())

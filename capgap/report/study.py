@@ -65,11 +65,14 @@ def part_rows(record: dict[str, Any]) -> list[dict[str, str]]:
 def _totals(record: dict[str, Any]) -> str:
     done = sum(e.get("status_counts", {}).get("done", 0) for e in record["parts"].values())
     wall = record.get("busy_s", 0.0)
+    left = sum(e.get("left_s", 0.0) for e in record["parts"].values())
     c = record.get("compute_s", {})
     return (f"{done} cells done; compute {c.get('cells', 0) / 3600:.2f} worker-hours in cells "
             f"and students + {c.get('teacher pretraining', 0) / 3600:.2f} in teacher "
             f"pretraining (each family once); cells ran during {wall / 3600:.2f} h of wall time "
-            f"(parallel workers overlap)")
+            f"(parallel workers overlap)"
+            + (f"; about {left / 3600:.1f} worker-hours left in the parts begun (estimated "
+               "from the finished cells)" if left else ""))
 
 
 def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],

@@ -59,6 +59,31 @@ def _mark_best(rows: list[dict[str, Any]]) -> None:
         min(group, key=lambda r: r["val_loss"])["best"] = "*"
 
 
+def left_seconds(rows: list[dict[str, Any]], done: list[dict[str, Any]]) -> float:
+    """Worker-seconds the unfinished cells of ``rows`` should still take, each priced at the
+    per-token cost of the most similar finished cells in ``done`` (baseline or distilled, then
+    the same teacher and student size, else the same teacher, else any): an estimate for an
+    ETA, not a promise."""
+    finished = [r for r in done if r["status"] == "done" and r.get("tokens")]
+    total = 0.0
+    for r in rows:
+        if r["status"] == "done" or not r.get("tokens"):
+            continue
+        for keys in (("teacher_params", "student_target"), ("teacher_params",), ()):
+            like = [d for d in finished if _is_baseline(d) == _is_baseline(r)
+                    and all(d[k] == r[k] for k in keys)] or (finished if not keys else [])
+            if like:
+                spent = sum((d.get("distill_s") or 0.0) + (d.get("prune_s") or 0.0)
+                            for d in like)
+                total += r["tokens"] * spent / sum(d["tokens"] for d in like)
+                break
+    return total
+
+
+def _is_baseline(row: dict[str, Any]) -> bool:
+    return (row.get("alpha") or 0) >= 1  # baselines run no teacher: priced apart
+
+
 def status_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for r in rows:

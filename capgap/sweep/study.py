@@ -273,8 +273,9 @@ def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
 def _summarise(record: dict[str, Any], part_rows: dict[str, list[dict[str, Any]]],
                out: Path) -> dict[str, Any]:
     from capgap.report.findings import law_summary
-    from capgap.report.tables import busy_seconds, compute_rows, status_counts
+    from capgap.report.tables import busy_seconds, compute_rows, left_seconds, status_counts
 
+    every = [r for rows in part_rows.values() for r in rows]  # prices for unfinished cells
     for name, entry in record["parts"].items():
         part = out / name
         laws = {}
@@ -292,6 +293,7 @@ def _summarise(record: dict[str, Any], part_rows: dict[str, list[dict[str, Any]]
             rows = part_rows[name]
             entry["status_counts"] = status_counts(rows)
             entry["busy_s"] = round(busy_seconds(rows), 1)
+            entry["left_s"] = round(left_seconds(rows, every), 1)
             entry["compute_s"] = {r["stage"]: round(r["seconds"], 1)
                                   for r in compute_rows(part, rows) if r["stage"] != "total"}
             entry["teachers"] = os.path.relpath((part / "teachers").resolve(), out.resolve())

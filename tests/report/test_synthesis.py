@@ -158,3 +158,19 @@ def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():
     (fit,) = glance_rows([law("total", [2.0, None], None, status="ok", ratio=2.4,
                               ratio_ci=[2.1, 2.9], n_points=3)])
     assert fit[4:7] == ["3 of 3", "T* = 2.4·S [2.1, 2.9]", "(2.00, inf)x"] and fit[7] == "-"
+
+
+def test_left_seconds_prices_each_unfinished_cell_like_its_nearest_finished_ones():
+    from capgap.report.tables import left_seconds
+
+    def cell(status: str, teacher: int, alpha: float, tokens: int, seconds: float = 0.0):
+        return {"status": status, "teacher_params": teacher, "student_target": 300_000,
+                "alpha": alpha, "tokens": tokens, "distill_s": seconds, "prune_s": 0.0}
+
+    done = [cell("done", 1, 0.5, 1000, 10.0), cell("done", 2, 0.5, 1000, 40.0),
+            cell("done", 1, 1.0, 1000, 2.0)]
+    assert left_seconds([cell("pending", 1, 0.5, 2000)], done) == pytest.approx(20.0)
+    assert left_seconds([cell("running", 1, 1.0, 500)], done) == pytest.approx(1.0)
+    # an unseen teacher: every finished distilled cell's rate, (10 + 40) / 2000 tokens
+    assert left_seconds([cell("pending", 3, 0.5, 2000)], done) == pytest.approx(50.0)
+    assert left_seconds(done, done) == 0.0 and left_seconds([cell("pending", 1, 0.5, 10)], []) == 0
