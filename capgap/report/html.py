@@ -16,6 +16,7 @@ from typing import Any
 
 from capgap.cli.common import table
 from capgap.io import atomic_path, write_text
+from capgap.law.bracket import bracket_text
 from capgap.report.tables import (
     COLUMNS,
     COMPUTE_COLUMNS,
@@ -185,9 +186,11 @@ def _law_html(law: dict[str, Any] | None) -> str:
     if law is None:
         return "<p>No law.json yet (the sweep writes it when it finishes).</p>"
     where = html.escape(json.dumps(law.get("selection", {}).get("where", {})))
+    bracket = (f"<p>Bracket (a bound from the teacher grid, not a fit): "
+               f"{html.escape(bracket_text(law['bracket']))}</p>" if law.get("bracket") else "")
     if law.get("status") == "ok":
         fit = (f"T* = {law['slope']:.4g}·S + {law['intercept']:.4g}, R² {law.get('r2')}; "
                f"T* = {law['ratio']:.4g}·S")
-        return f"<h2>Law</h2><p>{html.escape(fit)} on {where}</p>"
+        return f"<h2>Law</h2><p>{html.escape(fit)} on {where}</p>{bracket}"
     return (f"<h2>Law</h2><p>No law fitted ({html.escape(str(law.get('status')))}): "
-            f"{html.escape(str(law.get('reason', '')))} — on {where}</p>")
+            f"{html.escape(str(law.get('reason', '')))} — on {where}</p>{bracket}")

@@ -61,6 +61,7 @@ def test_report_html_references_pngs_that_exist(sweep, capsys):
         assert (sweep / "report" / name).stat().st_size > 1000
     assert page.count("data:image/png;base64,") == len(names)  # self-contained
     assert "T* = " in page and "boom" in page  # the law, and the failed cell
+    assert "Bracket (a bound from the teacher grid" in page
 
 
 def test_summary_pairs_each_cell_with_its_baseline(sweep):
