@@ -175,22 +175,24 @@ def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[dict[str, Any]]],
             rows += tag_rows(mine, name, _family_name(sweep), sweep.students.prune_from)
     first = cfg.sweep(next(iter(cfg.parts)))
     out_syn = synthesis(rows, _family_name(first), first.objectives[0])
-    out_syn["laws"] = _pooled_laws(rows, out_syn["budget"], first.law_bootstrap, out)
+    paper = [g for g in out_syn["optima"] if g["init"] == "pruned" and g["source"] == "own"]
+    out_syn["laws"] = _pooled_laws(rows, paper, first.law_bootstrap, out)
     return out_syn
 
 
-def _pooled_laws(rows: list[dict[str, Any]], budget: list[dict[str, Any]], n_boot: int,
+def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boot: int,
                  out: Path) -> list[dict[str, Any]]:
-    """The paper's setting fitted per budget on every part's cells at once (a budget's seeds
-    may come from several parts), in total and non-embedding parameters. Each law is written
-    to ``OUT/laws/``; study.json keeps its headline."""
+    """The paper's setting (own-pruned students) fitted per family, objective and budget on
+    every part's cells at once (a budget's seeds may come from several parts), in total and
+    non-embedding parameters. Each law is written to ``OUT/laws/``; study.json keeps its
+    headline."""
     from capgap.report.findings import law_summary
     from capgap.report.synthesis import pooled_rows
     from capgap.sweep.runner import fit_rows
 
     laws = []
     for key in sorted({(g["family"], g["objective"], g["allocation"], g["tokens"])
-                       for g in budget}):
+                       for g in groups}):
         family, objective, allocation, tokens = key
         mine = pooled_rows(rows, family=family, objective=objective, allocation=allocation,
                            tokens=tokens)
