@@ -14,6 +14,7 @@ from capgap.report.synthesis import control_line, optimum_line
 BUDGET_IMAGE = "optimum_vs_budget.png"
 CONTROL_IMAGE = "control.png"
 SCRATCH_IMAGE = "scratch.png"
+OBJECTIVES_IMAGE = "objectives.png"
 BESIDE_PAPER = (  # synthesis key, section title, figure, what it shows
     ("control", "Same-init control", CONTROL_IMAGE,
      "One student initialisation distilled from every teacher, beside the paper's students "
@@ -121,6 +122,14 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
         if syn.get(key):
             out.append({"title": title, "text": text, "image": image(figure),
                         "pre": [line for c in syn[key] for line in control_line(c)]})
+    if syn.get("objectives"):
+        out.append({"title": "Objectives side by side (own-pruned students)",
+                    "text": "Every budget run with more than one distillation objective; gains "
+                            "are over the same no-teacher baseline, so the objectives compare "
+                            "directly.",
+                    "image": image(OBJECTIVES_IMAGE),
+                    "pre": [f"{g['objective']}: " + optimum_line(g)
+                            for g in syn["objectives"]]})
     other = [g for g in syn.get("optima", []) if g not in budget]
     if other:
         out.append({"title": "Every other group (objectives, families, inits, controls)",

@@ -176,6 +176,17 @@ def _beside_paper(g: dict[str, Any], rows: list[dict[str, Any]], label: str) -> 
         "own_best": own_best, "same_best": own_best == g["best"]}
 
 
+def objective_rows(table: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+    """The paper's setting of ``family`` at every budget run with two or more objectives:
+    the groups to set side by side (does the objective move the best teacher?)."""
+    paper = [g for g in table if g["family"] == family and g["init"] == "pruned"
+             and g["source"] == "own"]
+    budgets = {t for t in {g["tokens"] for g in paper}
+               if len({g["objective"] for g in paper if g["tokens"] == t}) > 1}
+    return sorted((g for g in paper if g["tokens"] in budgets),
+                  key=lambda g: (g["tokens"], g["student_target"], g["objective"]))
+
+
 def _by_teacher(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for r in rows:
@@ -190,6 +201,7 @@ def synthesis(rows: list[dict[str, Any]], primary_family: str,
     return {"primary": {"family": primary_family, "objective": primary_objective},
             "optima": table, "budget": budget_rows(table, primary_family, primary_objective),
             "control": control_rows(table, rows), "scratch": scratch_rows(table, rows),
+            "objectives": objective_rows(table, primary_family),
             "rule": f"An effect counts when it exceeds {SIGNAL:g} x the seed noise "
                     f"(floor {NOISE_FLOOR:g} nats); an optimum at the smallest or largest "
                     "teacher tried is censored"}
@@ -318,6 +330,50 @@ def control_figure(control: list[dict[str, Any]], path: str | Path) -> bool:
         ax.set_ylabel("distilled val loss (lower is better)")
         ax.set_title(f"S {_m(c['student_target'])}, {c['tokens']:,} tok, {c['objective']}",
                      fontsize=9)
+        if ax is not axes[0, -1]:
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+    save_figure(fig, axes[0, -1], Path(path))
+    return True
+
+
+def objectives_figure(groups: list[dict[str, Any]], path: str | Path) -> bool:
+    """Gain over the no-teacher baseline against teacher size, one panel per (budget,
+    student size), one line per objective, best loss starred. False without groups."""
+    panels = sorted({(g["tokens"], g["student_target"]) for g in groups})
+    if not panels:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    from capgap.report.html import save_figure
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (tokens, size) in zip(axes[0], panels, strict=True):
+        mine = [g for g in groups if (g["tokens"], g["student_target"]) == (tokens, size)]
+        for i, g in enumerate(mine):
+            pts = [(t, x) for t, x in zip(g["teacher_params"], g["gain"], strict=True)
+                   if x is not None]
+            if not pts:
+                continue
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, "o-", ms=4, color=f"C{i}", label=g["objective"])
+            if g["best_params"] in xs:
+                j = xs.index(g["best_params"])
+                ax.plot(xs[j], ys[j], "*", ms=12, color=f"C{i}", mec="black")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sorted({t for g in mine
+                                                        for t in g["teacher_params"]})))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _m(x)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel("teacher size (total params)")
+        ax.set_ylabel("gain over no-teacher baseline (nats)")
+        ax.set_title(f"S {_m(size)}, {tokens:,} tok (★ lowest loss)", fontsize=9)
         if ax is not axes[0, -1]:
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)

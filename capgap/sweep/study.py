@@ -137,11 +137,12 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
     from capgap.report.study import (
         BUDGET_IMAGE,
         CONTROL_IMAGE,
+        OBJECTIVES_IMAGE,
         SCRATCH_IMAGE,
         index_html,
         summary_markdown,
     )
-    from capgap.report.synthesis import budget_figure, control_figure
+    from capgap.report.synthesis import budget_figure, control_figure, objectives_figure
     from capgap.sweep.store import DB_NAME, read_rows
 
     rows = {name: read_rows(out / name) for name in record["parts"]
@@ -156,7 +157,8 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
                 and law["objective"] == primary.get("objective")}
     figures = {BUDGET_IMAGE: budget_figure(syn["budget"], out / BUDGET_IMAGE, brackets),
                CONTROL_IMAGE: control_figure(syn["control"], out / CONTROL_IMAGE),
-               SCRATCH_IMAGE: control_figure(syn["scratch"], out / SCRATCH_IMAGE)}
+               SCRATCH_IMAGE: control_figure(syn["scratch"], out / SCRATCH_IMAGE),
+               OBJECTIVES_IMAGE: objectives_figure(syn["objectives"], out / OBJECTIVES_IMAGE)}
     found = _part_findings(record, out)
     write_json(out / STUDY_RECORD, record)
     write_text(out / "index.html", index_html(record, found, figures))

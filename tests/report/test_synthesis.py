@@ -174,3 +174,19 @@ def test_left_seconds_prices_each_unfinished_cell_like_its_nearest_finished_ones
     # an unseen teacher: every finished distilled cell's rate, (10 + 40) / 2000 tokens
     assert left_seconds([cell("pending", 3, 0.5, 2000)], done) == pytest.approx(50.0)
     assert left_seconds(done, done) == 0.0 and left_seconds([cell("pending", 1, 0.5, 10)], []) == 0
+
+
+def test_objectives_are_set_side_by_side_only_where_a_budget_has_several(tmp_path):
+    from capgap.report.synthesis import objective_rows, objectives_figure
+
+    rows = paper_rows(1000, {"T0": 5.0, "T1": 4.9}) + paper_rows(4000, {"T0": 4.8, "T1": 4.7})
+    rows += [row(t, loss, objective="jsd") for t, loss in (("T0", 5.02), ("T1", 5.04))]
+    table = optimum_table(tag_rows(rows, "p", "fam"))
+    groups = objective_rows(table, "fam")
+    assert [(g["tokens"], g["objective"]) for g in groups] == [(1000, "jsd"), (1000, "soft_ce")]
+    jsd = groups[0]
+    assert jsd["best"] == "T0" and jsd["gain"] == pytest.approx([0.03, -0.09])  # soft CE baselines
+    assert objective_rows(table, "other") == []
+    assert objectives_figure(groups, tmp_path / "o.png")
+    assert (tmp_path / "o.png").stat().st_size > 1000
+    assert not objectives_figure([], tmp_path / "none.png")
