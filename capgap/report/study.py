@@ -130,9 +130,11 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
                     "image": image(OBJECTIVES_IMAGE),
                     "pre": [f"{g['objective']}: " + optimum_line(g)
                             for g in syn["objectives"]]})
-    other = [g for g in syn.get("optima", []) if g not in budget]
+    shown = budget + syn.get("objectives", [])
+    other = [g for g in syn.get("optima", []) if g not in shown and g["source"] == "own"
+             and g["init"] == "pruned"]  # controls and scratch have sections of their own
     if other:
-        out.append({"title": "Every other group (objectives, families, inits, controls)",
+        out.append({"title": "Every other group of the paper's setting (families, budgets)",
                     "pre": [f"{g['family']} / {g['objective']} / {g['init']} / {g['source']}: "
                             + optimum_line(g) for g in other]})
     for name, items in findings.items():
