@@ -67,7 +67,8 @@ def ratio_bracket(curves: list[SizeCurve], sign: float, tie_floor: float = 0.0,
 
 
 def bracket_text(b: dict[str, Any]) -> str:
-    """``T*/S bounded to (1.25, 2.95)x by 3 sizes; the reference 2.5 is inside``."""
+    """``T*/S in (1.25, 3.68)x by 3 size(s); 2.5x is inside (brackets S 0.3M (1.00, 3.74);
+    ...)``, or why there is no common ratio."""
     if not b or not b.get("n_sizes"):
         return "no size with two or more teachers"
     per = "; ".join(f"S {s['student_params'] / 1e6:.3g}M ({s['ratio_lo']:.2f}, "
