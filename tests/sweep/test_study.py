@@ -72,7 +72,11 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     (out / "paper" / "law.json").unlink()
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(config.to_dict(cfg)))
+    capsys.readouterr()
     assert main(["study", "--config", str(path), "--out", str(out), "--report"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("paper: ") and ("T*/S in (" in line or "ratio " in line)
+               for line in lines), lines  # the law, or the bracket when there is none
     assert (out / "paper" / "law.json").is_file() and (out / "summary.md").is_file()
     assert json.loads((out / "study.json").read_text())["synthesis"]["control"] == \
         record["synthesis"]["control"]
