@@ -257,7 +257,6 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     from capgap.law.units import format_size
     from capgap.report.html import ratio_axis, save_figure
@@ -286,9 +285,7 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path,
     ax.set_xlabel("distillation budget (tokens)")
     ax.set_ylabel("best teacher / student (total params)")
     ratio_axis(ax.yaxis)
-    ax.xaxis.set_major_locator(FixedLocator(sorted({g["tokens"] for g in budget})))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: format_size(x)))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _label_ticks(ax.xaxis, {g["tokens"] for g in budget}, format_size)
     ax.set_title("Best teacher per budget (bars: teachers tried; hollow: at an edge)",
                  fontsize=10)
     save_figure(fig, ax, Path(path))
@@ -305,10 +302,6 @@ def control_figure(control: list[dict[str, Any]], path: str | Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
-
-    from capgap.report.html import save_figure
-
     fig, axes = plt.subplots(1, len(control), figsize=(4.6 * len(control), 3.8), squeeze=False)
     for ax, c in zip(axes[0], control, strict=True):
         t = [x["teacher_params"] for x in c["teachers"]]
@@ -323,17 +316,12 @@ def control_figure(control: list[dict[str, Any]], path: str | Path) -> bool:
             best = min(range(len(ys)), key=ys.__getitem__)
             ax.plot(xs[best], ys[best], "*", ms=13, color=line.get_color(), mec="black")
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(t))  # label the teachers, not the decades
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _m(x)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _label_ticks(ax.xaxis, t, _m)  # label the teachers, not the decades
         ax.set_xlabel("teacher size (total params)")
         ax.set_ylabel("distilled val loss (lower is better)")
         ax.set_title(f"S {_m(c['student_target'])}, {c['tokens']:,} tok, {c['objective']}",
                      fontsize=9)
-        if ax is not axes[0, -1]:
-            ax.legend(fontsize=7)
-            ax.grid(alpha=0.3)
-    save_figure(fig, axes[0, -1], Path(path))
+    _save_panels(fig, axes[0], path)
     return True
 
 
@@ -347,10 +335,6 @@ def objectives_figure(groups: list[dict[str, Any]], path: str | Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
-
-    from capgap.report.html import save_figure
-
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (tokens, size) in zip(axes[0], panels, strict=True):
         mine = [g for g in groups if (g["tokens"], g["student_target"]) == (tokens, size)]
@@ -366,16 +350,29 @@ def objectives_figure(groups: list[dict[str, Any]], path: str | Path) -> bool:
                 ax.plot(xs[j], ys[j], "*", ms=12, color=f"C{i}", mec="black")
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(sorted({t for g in mine
-                                                        for t in g["teacher_params"]})))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _m(x)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _label_ticks(ax.xaxis, {t for g in mine for t in g["teacher_params"]}, _m)
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("teacher size (total params)")
         ax.set_ylabel("gain over no-teacher baseline (nats)")
         ax.set_title(f"S {_m(size)}, {tokens:,} tok (★ lowest loss)", fontsize=9)
-        if ax is not axes[0, -1]:
-            ax.legend(fontsize=7)
-            ax.grid(alpha=0.3)
-    save_figure(fig, axes[0, -1], Path(path))
+    _save_panels(fig, axes[0], path)
     return True
+
+
+def _label_ticks(axis: Any, values: Iterable[float], fmt: Any) -> None:
+    """Major ticks at exactly ``values`` (teachers, budgets), labelled by ``fmt``; no minors."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    axis.set_major_locator(FixedLocator(sorted(values)))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: fmt(x)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _save_panels(fig: Any, axes: Any, path: str | Path) -> None:
+    """Legend and grid on every panel, then the report's figure finish on the last."""
+    from capgap.report.html import save_figure
+
+    for ax in axes[:-1]:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    save_figure(fig, axes[-1], Path(path))

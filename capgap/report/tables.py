@@ -69,9 +69,9 @@ def left_seconds(rows: list[dict[str, Any]], done: list[dict[str, Any]]) -> floa
     for r in rows:
         if r["status"] == "done" or not r.get("tokens"):
             continue
+        kind = [d for d in finished if _is_baseline(d) == _is_baseline(r)] or finished
         for keys in (("teacher_params", "student_target"), ("teacher_params",), ()):
-            like = [d for d in finished if _is_baseline(d) == _is_baseline(r)
-                    and all(d[k] == r[k] for k in keys)] or (finished if not keys else [])
+            like = [d for d in kind if all(d[k] == r[k] for k in keys)]
             if like:
                 spent = sum((d.get("distill_s") or 0.0) + (d.get("prune_s") or 0.0)
                             for d in like)
@@ -133,7 +133,7 @@ def teacher_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
              "tokens_per_param": r["train_tokens"] / r["params"]} for r in results]
 
 
-def busy_intervals(rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
+def _busy_intervals(rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """When cells were running: each done cell's [finish - its own seconds, finish] (POSIX
     seconds; ``updated`` is the machine's local time), overlaps merged. Unlike a driver's
     timer this survives interrupted runs."""
@@ -154,7 +154,7 @@ def busy_intervals(rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
 
 def busy_seconds(rows: list[dict[str, Any]]) -> float:
     """Wall time during which at least one cell of ``rows`` was running."""
-    return sum(hi - lo for lo, hi in busy_intervals(rows))
+    return sum(hi - lo for lo, hi in _busy_intervals(rows))
 
 
 def compute_rows(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
