@@ -115,6 +115,18 @@ def _h3(law: dict[str, Any] | None) -> dict[str, Any]:
             "paper_ratio_in_ci": None if not ci else bool(ci[0] <= PAPER_RATIO <= ci[1])}
 
 
+def hypotheses(f: dict[str, Any]) -> dict[str, Any]:
+    """The verdicts of :func:`findings` in a line's worth of keys: H1 and how many sizes show
+    the teacher's own effect (of those with gains), H2 and its interior sizes, H3."""
+    sizes = f["h1"]["sizes"]
+    known = [s for s in sizes if s["gain_spread"] is not None]
+    return {"h1": f["h1"]["verdict"],
+            "teacher_effect": [sum(s["teacher_effect"] for s in known), len(known)],
+            "h2": f["h2"]["verdict"], "interior": [f["h2"].get("interior", 0),
+                                                   len(f["h2"]["sizes"])],
+            "h3": f["h3"]["verdict"]}
+
+
 def law_summary(law: dict[str, Any] | None) -> dict[str, Any]:
     """The law's headline keys (fit, intervals, status), beside the paper's ratio."""
     if not law:
@@ -127,11 +139,13 @@ def law_summary(law: dict[str, Any] | None) -> dict[str, Any]:
 def findings_lines(f: dict[str, Any]) -> list[str]:
     """A few human lines for a report."""
     w = f["where"]
-    head = (f"{w.get('objective')} / {w.get('allocation')} / {w.get('init')} / "
+    head = (("" if f.get("family") is None else f"{f['family']} / ")
+            + f"{w.get('objective')} / {w.get('allocation')} / {w.get('init')} / "
             f"{int(w.get('tokens', 0)):,} tok")
     lines = [head, f"  H1 gap affects quality: {f['h1']['verdict']} ({f['h1'].get('rule', '')})"]
     for s in f["h1"]["sizes"]:
-        gains = ", ".join("-" if g is None else f"{g:+.3f}" for g in s["gain"])
+        gains = ("no baselines in this part" if all(g is None for g in s["gain"]) else
+                 ", ".join("-" if g is None else f"{g:+.3f}" for g in s["gain"]))
         effect = ("" if s["gain_spread"] is None else
                   f" (spread {s['gain_spread']:.3f}: teacher's own effect "
                   f"{'above' if s['teacher_effect'] else 'within'} {SIGNAL:g} x noise)")

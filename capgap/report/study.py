@@ -1,6 +1,6 @@
 """The study's human views: ``index.html`` (links to every part's report, the laws, the
 cross-part synthesis and its figure) and ``summary.md`` (the same in Markdown, for a README or
-a review). Both are generated from ``study.json`` and the parts' ``findings.json``."""
+a review). Both are generated from ``study.json`` alone."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def law_text(unit: str, law: dict[str, Any]) -> str:
                 f"{law['intercept']:.3g} (R² {law['r2']:.3f}"
                 + ("" if r2 is None else f", ratio R² {r2:.3f}")
                 + f", {law.get('n_points')} sizes)")
-    reason = (law.get("reason") or "").split(": ")[0]  # the why is in each part's findings
+    reason = (law.get("reason") or "").split(": ")[0]  # the why is in the findings
     text = f"{unit}: {law.get('status')} — {reason}".rstrip(" —")
     return text + (f"; bracket: {bracket_text(law['bracket'])}" if law.get("bracket") else "")
 
@@ -76,7 +76,7 @@ def _totals(record: dict[str, Any]) -> str:
                "from the finished cells)" if left else ""))
 
 
-def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
+def sections(record: dict[str, Any],
              figures: dict[str, bool] | None = None) -> list[dict[str, Any]]:
     """The study's views as format-free sections: ``title``, optional ``text``, ``image``,
     ``pre`` (preformatted lines) and ``table`` (``head``, ``rows``, optional ``links`` for
@@ -137,19 +137,26 @@ def sections(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
         out.append({"title": "Every other group of the paper's setting (families, budgets)",
                     "pre": [f"{g['family']} / {g['objective']} / {g['init']} / {g['source']}: "
                             + optimum_line(g) for g in other]})
-    for name, items in findings.items():
-        out.append({"title": f"{name}: H1-H3 per setting",
-                    "pre": [line for f in items for line in findings_lines(f)]})
+    if syn.get("findings"):
+        out.append({"title": "H1-H3 per budget, pooled over parts",
+                    "text": "The paper's setting (own-pruned students) per family, objective "
+                            "and budget, on every part's cells, each paired with its no-teacher "
+                            "baseline whichever part ran it; seed noise is measured where a "
+                            "teacher has several seeds. Each part's own answers are in its "
+                            "`findings.json` and report.",
+                    "pre": [line for f in syn["findings"] for line in findings_lines(f)]})
     return out
 
 
 _PART_HEAD = ("part", "cells", "compute", "wall", "laws (total and non-embedding parameters)")
-_GLANCE_HEAD = ("family", "objective", "budget", "seeds", "interior", "law (total)",
+_GLANCE_HEAD = ("family", "objective", "budget", "seeds", "H1 gap matters; teacher's own effect",
+                "H2 interior", "H3", "law (total)",
                 f"T*/S bracket, total (paper {PAPER_RATIO:g}x)", "T*/S bracket, non-embedding")
 
 
 def glance_rows(laws: list[dict[str, Any]]) -> list[list[str]]:
-    """One row per pooled budget: interior sizes, the law or its status, both brackets."""
+    """One row per pooled budget: the hypotheses' verdicts, the law or its status, both
+    brackets."""
     def bracket(law: dict[str, Any] | None) -> str:
         b = (law or {}).get("bracket") or {}
         if not b.get("n_sizes"):
@@ -172,9 +179,15 @@ def glance_rows(laws: list[dict[str, Any]]) -> list[list[str]]:
         fit = (f"T* = {total['ratio']:.3g}·S [{total['ratio_ci'][0]:.3g}, "
                f"{total['ratio_ci'][1]:.3g}]" if total.get("status") == "ok"
                else str(total.get("status", "-")))
+        hyp = total.get("hypotheses") or {}
+        effect = hyp.get("teacher_effect") or [0, 0]
+        h1 = (f"{hyp['h1']}; own effect in {effect[0]} of {effect[1]}" if effect[1]
+              else hyp.get("h1", "-"))
+        interior = (hyp.get("interior") or
+                    [total.get("n_points", 0), n if n is not None else "?"])
         rows.append([family, objective, f"{tokens:,}",
-                     ",".join(str(x) for x in total.get("seeds", [])),
-                     f"{total.get('n_points', 0)} of {n if n is not None else '?'}", fit,
+                     ",".join(str(x) for x in total.get("seeds", [])), h1,
+                     f"{interior[0]} of {interior[1]}", hyp.get("h3", "-"), fit,
                      bracket(total), bracket(units.get("non_embedding"))])
     return rows
 
@@ -184,12 +197,11 @@ def _cell(value: str | list[str], fmt: Any) -> str:
     return "<br>".join(fmt(v) for v in value) if isinstance(value, list) else fmt(value)
 
 
-def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
-                     figures: dict[str, bool] | None = None) -> str:
+def summary_markdown(record: dict[str, Any], figures: dict[str, bool] | None = None) -> str:
     """``summary.md``: the sections in Markdown, for a README or a review."""
     lines = ["# capgap study — generated summary", "",
              "Written by `capgap study` from the parts' databases; do not edit by hand."]
-    for sec in sections(record, findings, figures):
+    for sec in sections(record, figures):
         lines += ["", f"## {sec['title']}", ""]
         if sec.get("text"):
             lines += [sec["text"], ""]
@@ -205,12 +217,11 @@ def summary_markdown(record: dict[str, Any], findings: dict[str, list[dict[str, 
     return "\n".join(lines).rstrip() + "\n"
 
 
-def index_html(record: dict[str, Any], findings: dict[str, list[dict[str, Any]]],
-               figures: dict[str, bool] | None = None) -> str:
+def index_html(record: dict[str, Any], figures: dict[str, bool] | None = None) -> str:
     """``index.html``: the same sections, each part linked to its own report."""
     esc = html.escape
     body = ["<h1>capgap study</h1>"]
-    for sec in sections(record, findings, figures):
+    for sec in sections(record, figures):
         body.append(f"<h2>{esc(sec['title'])}</h2>")
         if sec.get("text"):
             body.append(f"<p>{esc(sec['text'])}</p>")

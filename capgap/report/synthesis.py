@@ -112,11 +112,15 @@ def _edge(j: int, last: int) -> str | None:
     return "both" if last == 0 else "low" if j == 0 else "high" if j == last else None
 
 
-def pooled_rows(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
+def pooled_rows(rows: list[dict[str, Any]], baselines: bool = False,
+                **match: Any) -> list[dict[str, Any]]:
     """Distilled own-pruned cells of every part matching ``match`` (family, objective,
-    allocation, tokens ...), each cell once: the input of a law pooled over parts."""
-    return [r for r in _unique(rows) if r["alpha"] < 1 and r["source"] == "own"
-            and r["init"] == "pruned" and all(r[k] == v for k, v in match.items())]
+    allocation, tokens ...), each cell once: the input of a law pooled over parts. With
+    ``baselines``, also the no-teacher baselines they pair with (any objective: a part that
+    adds objectives borrows the baselines another part ran)."""
+    return [r for r in _unique(rows) if r["source"] == "own" and r["init"] == "pruned"
+            and (r["alpha"] < 1 or baselines)
+            and all(r[k] == v for k, v in match.items() if r["alpha"] < 1 or k != "objective")]
 
 
 def budget_rows(table: list[dict[str, Any]], family: str, objective: str) -> list[dict[str, Any]]:

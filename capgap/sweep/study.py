@@ -159,10 +159,9 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
                CONTROL_IMAGE: control_figure(syn["control"], out / CONTROL_IMAGE),
                SCRATCH_IMAGE: control_figure(syn["scratch"], out / SCRATCH_IMAGE),
                OBJECTIVES_IMAGE: objectives_figure(syn["objectives"], out / OBJECTIVES_IMAGE)}
-    found = _part_findings(record, out)
     write_json(out / STUDY_RECORD, record)
-    write_text(out / "index.html", index_html(record, found, figures))
-    write_text(out / SUMMARY, summary_markdown(record, found, figures))
+    write_text(out / "index.html", index_html(record, figures))
+    write_text(out / SUMMARY, summary_markdown(record, figures))
     return record
 
 
@@ -178,37 +177,44 @@ def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[dict[str, Any]]],
     first = cfg.sweep(next(iter(cfg.parts)))
     out_syn = synthesis(rows, _family_name(first), first.objectives[0])
     paper = [g for g in out_syn["optima"] if g["init"] == "pruned" and g["source"] == "own"]
-    out_syn["laws"] = _pooled_laws(rows, paper, first.law_bootstrap, out)
+    out_syn["laws"], out_syn["findings"] = _pooled_laws(rows, paper, first.law_bootstrap, out)
     return out_syn
 
 
 def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boot: int,
-                 out: Path) -> list[dict[str, Any]]:
+                 out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The paper's setting (own-pruned students) fitted per family, objective and budget on
     every part's cells at once (a budget's seeds may come from several parts), in total and
-    non-embedding parameters. Each law is written to ``OUT/laws/``; study.json keeps its
-    headline."""
-    from capgap.report.findings import law_summary
+    non-embedding parameters, and H1-H3 answered on the same cells (paired with baselines
+    from any part). Each law is written to ``OUT/laws/``; study.json keeps its headline and
+    the hypotheses' verdicts, and the findings in full (total parameters)."""
+    from capgap.report.findings import findings, hypotheses, law_summary
     from capgap.report.synthesis import pooled_rows
     from capgap.sweep.runner import fit_rows
 
-    laws = []
+    laws, found = [], []
     for key in sorted({(g["family"], g["objective"], g["allocation"], g["tokens"])
                        for g in groups}):
         family, objective, allocation, tokens = key
-        mine = pooled_rows(rows, family=family, objective=objective, allocation=allocation,
-                           tokens=tokens)
+        match = {"family": family, "objective": objective, "allocation": allocation,
+                 "tokens": tokens}
+        mine = pooled_rows(rows, **match)
+        paired = pooled_rows(rows, baselines=True, **match)
         where = {"objective": objective, "allocation": allocation, "init": "pruned",
                  "tokens": tokens}
         for unit in ("total", "non_embedding"):
             name = f"{family}-{objective}-{allocation}-{tokens}-{unit}.json"
             law = fit_rows(mine, where, unit, n_boot, "+".join(sorted({r["part"] for r in mine})))
             write_json(out / "laws" / name, law)
+            answer = findings(paired, law, where)
+            if unit == "total":
+                found.append(answer | {"family": family})
             laws.append({"family": family, "objective": objective, "allocation": allocation,
                          "tokens": tokens, "unit": unit, "file": f"laws/{name}",
                          "parts": sorted({r["part"] for r in mine}),
-                         "seeds": sorted({r["seed"] for r in mine})} | law_summary(law))
-    return laws
+                         "seeds": sorted({r["seed"] for r in mine}),
+                         "hypotheses": hypotheses(answer)} | law_summary(law))
+    return laws, found
 
 
 def _family_name(sweep: SweepConfig) -> str:
@@ -276,7 +282,7 @@ def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
 
 def _summarise(record: dict[str, Any], part_rows: dict[str, list[dict[str, Any]]],
                out: Path) -> dict[str, Any]:
-    from capgap.report.findings import law_summary
+    from capgap.report.findings import hypotheses, law_summary
     from capgap.report.tables import busy_seconds, compute_rows, left_seconds, status_counts
 
     every = [r for rows in part_rows.values() for r in rows]  # prices for unfinished cells
@@ -289,8 +295,7 @@ def _summarise(record: dict[str, Any], part_rows: dict[str, list[dict[str, Any]]
         entry["laws"] = laws
         if (part / FINDINGS).is_file():
             entry["findings"] = [
-                {"where": f["where"], "h1": f["h1"]["verdict"], "h2": f["h2"]["verdict"],
-                 "h3": f["h3"]["verdict"], "law": f["law"].get("status"),
+                {"where": f["where"], **hypotheses(f), "law": f["law"].get("status"),
                  "ratio": f["law"].get("ratio"), "ratio_ci": f["law"].get("ratio_ci")}
                 for f in json.loads((part / FINDINGS).read_text(encoding="utf-8"))]
         if name in part_rows:
@@ -310,12 +315,3 @@ def _summarise(record: dict[str, Any], part_rows: dict[str, list[dict[str, Any]]
                            for k, v in e.get("compute_s", {}).items()
                            if k != "teacher pretraining"), 1)}
     return record
-
-
-def _part_findings(record: dict[str, Any], out: Path) -> dict[str, list[dict[str, Any]]]:
-    found = {}
-    for name in record["parts"]:
-        path = out / name / FINDINGS
-        if path.is_file():
-            found[name] = json.loads(path.read_text(encoding="utf-8"))
-    return found

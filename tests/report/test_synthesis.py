@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import pytest
 
+from capgap.report.findings import findings, hypotheses
 from capgap.report.study import summary_markdown
 from capgap.report.synthesis import (
     budget_figure,
     budget_rows,
     control_rows,
     optimum_table,
+    pooled_rows,
     scratch_rows,
     synthesis,
     tag_rows,
@@ -87,6 +89,25 @@ def test_control_gains_are_over_the_baseline_of_the_teacher_it_was_cut_from():
     assert len([g for g in table if g["source"] == "own"][0]["seeds"]) == 2
 
 
+def test_pooled_findings_borrow_baselines_from_the_part_that_ran_them():
+    paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95})  # soft CE + baselines
+    rkl = [row(t, x, objective="reverse_kl") for t, x in {"T0": 5.04, "T1": 4.93,
+                                                         "T2": 5.02}.items()]
+    rows = tag_rows(paper, "budgets", "fam") + tag_rows(rkl, "objectives", "fam")
+    match = {"family": "fam", "objective": "reverse_kl", "allocation": "global", "tokens": 1000}
+    assert {r["alpha"] for r in pooled_rows(rows, **match)} == {0.5}  # a law's input
+    paired = pooled_rows(rows, baselines=True, **match)
+    assert sorted(r["objective"] for r in paired) == ["ce"] * 3 + ["reverse_kl"] * 3
+    where = {"objective": "reverse_kl", "allocation": "global", "init": "pruned",
+             "tokens": 1000}
+    (size,) = findings(paired, None, where)["h1"]["sizes"]
+    assert size["gain"] == pytest.approx([0.01, 0.02, -0.02])  # baselines 5.05, 4.95, 5.00
+    assert size["teacher_effect"] and size["gain_spread"] == pytest.approx(0.04)
+    alone = findings(pooled_rows(rows, **match), None, where)
+    assert hypotheses(alone)["teacher_effect"] == [0, 0]  # no baselines, no effect to judge
+    assert hypotheses(findings(paired, None, where))["teacher_effect"] == [1, 1]
+
+
 def test_scratch_students_sit_beside_the_pruned_ones_over_their_own_baselines():
     paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95})
     scratch = []
@@ -107,7 +128,7 @@ def test_scratch_students_sit_beside_the_pruned_ones_over_their_own_baselines():
     assert c["own_best"] == "T1" and not c["same_best"]
     assert control_rows(table, rows) == []  # scratch is no same-init control
     assert "Scratch-initialised students" in summary_markdown(
-        {"parts": {}, "synthesis": synthesis(rows, "fam", "soft_ce")}, {})
+        {"parts": {}, "synthesis": synthesis(rows, "fam", "soft_ce")})
 
 
 def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
@@ -117,7 +138,7 @@ def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
     record = {"parts": {"p": {"status_counts": {"done": 12}, "busy_s": 3600.0,
                               "laws": {"total": {"status": "insufficient", "reason": "r"}}}},
               "synthesis": syn}
-    text = summary_markdown(record, {})
+    text = summary_markdown(record)
     assert "| p | 12 done | 0.00 h | 1.00 h | total: insufficient — r |" in text
     assert "best T1 (1.2M, 4.00x), inside the range" in text
     assert "best T2 (1.8M, 6.00x), censored at the high edge" in text
@@ -151,13 +172,15 @@ def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():
                 "n_points": 1, "bracket": {"n_sizes": 3, "common": common,
                                            "reference_inside": inside}} | extra
 
-    (row,) = glance_rows([law("total", [1.25, 3.68], True),
+    verdicts = {"h1": "yes", "teacher_effect": [2, 3], "h2": "partly", "interior": [1, 3],
+                "h3": "not rejected"}
+    (row,) = glance_rows([law("total", [1.25, 3.68], True, hypotheses=verdicts),
                           law("non_embedding", None, None)])
-    assert row == ["fam", "soft_ce", "2,000,000", "0,1", "1 of 3", "insufficient",
-                   "(1.25, 3.68)x (inside)", "no single ratio"]
+    assert row == ["fam", "soft_ce", "2,000,000", "0,1", "yes; own effect in 2 of 3", "1 of 3",
+                   "not rejected", "insufficient", "(1.25, 3.68)x (inside)", "no single ratio"]
     (fit,) = glance_rows([law("total", [2.0, None], None, status="ok", ratio=2.4,
-                              ratio_ci=[2.1, 2.9], n_points=3)])
-    assert fit[4:7] == ["3 of 3", "T* = 2.4·S [2.1, 2.9]", "(2.00, inf)x"] and fit[7] == "-"
+                              ratio_ci=[2.1, 2.9], n_points=3)])  # a record without verdicts
+    assert fit[4:] == ["-", "3 of 3", "-", "T* = 2.4·S [2.1, 2.9]", "(2.00, inf)x", "-"]
 
 
 def test_left_seconds_prices_each_unfinished_cell_like_its_nearest_finished_ones():

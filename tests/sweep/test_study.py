@@ -61,6 +61,10 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     assert record["compute_s"]["teacher pretraining"] == teachers_once  # shared, counted once
     pooled = {law["unit"]: law for law in record["synthesis"]["laws"]}
     assert set(pooled) == {"total", "non_embedding"} and pooled["total"]["parts"] == ["paper"]
+    assert pooled["total"]["hypotheses"]["h1"] in ("yes", "partly", "no")
+    (found,) = record["synthesis"]["findings"]
+    assert found["family"] == "family" and found["h1"]["sizes"][0]["gain"][0] is not None
+    assert "## H1-H3 per budget, pooled over parts" in (out / "summary.md").read_text()
     own = json.loads((out / "paper" / "law.json").read_text())
     again_fit = json.loads((out / pooled["total"]["file"]).read_text())
     assert again_fit.get("sizes") == own.get("sizes")  # one part pooled = that part's own fit
