@@ -170,7 +170,11 @@ def reinit(model: nn.Module, seed: int) -> nn.Module:
 
     Works for vanilla HF students and for global-pruned ones (per-layer shapes), which keep
     their class, config and pruning record. Transformers 5 skips tensors flagged
-    ``_is_hf_initialized`` (set on load), so the flags are cleared first.
+    ``_is_hf_initialized`` (set on load), so the flags are cleared first. Buffers are not
+    weights and are kept: ``_init_weights`` recomputes rotary frequencies from the config, and
+    a global-pruned model's config holds its per-layer maxima (hidden / most heads need not be
+    the head size), so recomputing them would train the student on other positions than the
+    ones it is evaluated with after reloading.
     """
     init = getattr(model, "init_weights", None)
     if not callable(init):
@@ -179,9 +183,13 @@ def reinit(model: nn.Module, seed: int) -> nn.Module:
     for obj in (*model.modules(), *model.parameters(), *model.buffers()):
         if getattr(obj, "_is_hf_initialized", False):
             obj._is_hf_initialized = False
+    kept = [(m, {k: None if b is None else b.detach().clone() for k, b in m._buffers.items()})
+            for m in model.modules()]
     torch.manual_seed(seed)
     with torch.no_grad():
         init()
+    for module, buffers in kept:  # set back, whether init() wrote in place or replaced them
+        module._buffers.update(buffers)
     return model
 
 

@@ -241,8 +241,9 @@ def baseline_scores(model: nn.Module, kind: str, seed: int = 0) -> Scores:
                 sq["hidden"] += per_index.cpu()
             elif k == "ffn":
                 sq["neurons"][layer] += per_index.cpu()
-            else:  # head axes: fold each group's rows together
-                idx = head_index(k, groups, geo, geo.n_kv).view(geo.n_kv, -1)
+            else:  # head axes: fold each group's rows together (any layout: [q|k|v] too)
+                idx = torch.stack([head_index(k, groups[i : i + 1], geo, geo.n_kv)
+                                   for i in range(geo.n_kv)])
                 sq["heads"][layer] += per_index.cpu()[idx].sum(dim=1)
     raw = {k: v.sqrt().float() for k, v in sq.items()}
     raw["layers"] = raw["heads"].sum(1) + raw["neurons"].sum(1)

@@ -152,6 +152,31 @@ def test_scratch_init_reinitialises_same_shape(pair):
     assert sa[w].std().item() == pytest.approx(a.config.initializer_range, rel=0.2)
 
 
+def test_scratch_init_keeps_the_rotary_frequencies_of_a_global_pruned_student(pair,
+                                                                             tiny_token_store):
+    """A global-pruned config holds per-layer maxima, so hidden / most heads need not be the
+    head size; re-initialising must not recompute the positions from it (the student would
+    train on other rotary frequencies than it is reloaded and evaluated with)."""
+    from capgap.data import PackedLoader
+    from capgap.distill.engine import reinit
+    from capgap.models.anymodel import load_any_model
+    from capgap.prune import prune, score
+
+    teacher, _, _ = pair
+    model, _ = load_any_model(teacher)
+    calib = PackedLoader(tiny_token_store.train, seq_len=32, batch_size=4)
+    pruned = prune(model, score(model, [calib.batch(i) for i in range(2)]), sparsity=0.3,
+                   allocation="global").model
+    c = pruned.config
+    assert c.hidden_size != 16 * c.num_attention_heads  # the case that went wrong
+    before = {n: b.clone() for n, b in pruned.named_buffers()}
+    assert any(n.endswith("inv_freq") for n in before)
+    reinit(pruned, 0)
+    after = dict(pruned.named_buffers())
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
 def test_global_pruned_student_keeps_its_format(pair, tmp_path, tiny_tokenizer, tiny_token_store):
     """A capgap-format (global allocation) student distils, from scratch too, and stays so."""
     from capgap.data import PackedLoader

@@ -116,6 +116,18 @@ def test_magnitude_baseline_is_the_weight_norm_of_each_unit() -> None:
     prune(model, s, sparsity=0.5)  # usable wherever gradient scores are
 
 
+def test_magnitude_baseline_gathers_a_gpt2_heads_q_k_and_v_columns() -> None:
+    """GPT-2 packs all queries, then all keys, then all values in one [d, 3d] projection: a
+    head's units are three separate column blocks, not one contiguous run."""
+    model = tiny_model("gpt2")  # d 32, 4 heads of 8
+    s = baseline_scores(model, "magnitude")
+    attn = model.transformer.h[1].attn
+    cols = torch.cat([torch.arange(8, 16) + block * 32 for block in range(3)])  # head 1
+    expected = (attn.c_attn.weight[:, cols].pow(2).sum() + attn.c_attn.bias[cols].pow(2).sum()
+                + attn.c_proj.weight[8:16].pow(2).sum()).sqrt()
+    assert_close(s.raw["heads"][1, 1], expected.float())
+
+
 def test_a_model_with_per_layer_shapes_cannot_be_scored_again() -> None:
     model = tiny_model("gpt2")
     small = prune(model, score(model, calib(1)), sparsity=0.5, allocation="global").model
