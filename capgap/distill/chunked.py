@@ -18,6 +18,7 @@ model feeds its LM head (``model.get_output_embeddings()``). Models that post-pr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import torch
@@ -329,6 +330,19 @@ def lm_loss(
     return _fused_loss(
         model, None, input_ids, labels, attention_mask, objective, chunk_size, ignore_index
     )
+
+
+def mean_lm_loss(model: nn.Module, batches: Iterable[Tensor],
+                 device: torch.device | None = None) -> float:
+    """Next-token CE over ``batches`` of packed windows, without gradients, each window
+    weighted alike (a short last batch does not count as much as a full one)."""
+    total, rows = 0.0, 0
+    with torch.no_grad():
+        for x in batches:
+            x = x if device is None else x.to(device)
+            total += float(lm_loss(model, x).loss) * x.shape[0]
+            rows += x.shape[0]
+    return total / max(rows, 1)
 
 
 def naive_distill_loss(

@@ -305,13 +305,12 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
 def _quick_eval(cfg: DistillConfig, store: Any, seq_len: int, dev: torch.device):  # noqa: ANN202
     """Periodic held-out loss on the first ``train.eval_tokens`` validation tokens."""
     from capgap.data import eval_batches
-    from capgap.distill.chunked import lm_loss
+    from capgap.distill.chunked import mean_lm_loss
 
     def quick_eval(m: nn.Module) -> dict[str, float]:
-        with torch.no_grad(), autocast_for(cfg.train.precision, dev):
-            losses = [float(lm_loss(m, x.to(dev)).loss) for x in
-                      eval_batches(store.val, seq_len, cfg.eval.batch_size, cfg.train.eval_tokens)]
-        return {"loss": sum(losses) / max(len(losses), 1)}
+        with autocast_for(cfg.train.precision, dev):
+            return {"loss": mean_lm_loss(m, eval_batches(store.val, seq_len, cfg.eval.batch_size,
+                                                         cfg.train.eval_tokens), dev)}
 
     return quick_eval
 

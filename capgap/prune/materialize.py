@@ -67,7 +67,8 @@ META_NAME = "capgap_pruning.json"
 class EmptyAttention(nn.Module):
     """Attention of a layer that kept no heads: it adds nothing to the residual stream.
 
-    It still registers an empty (0-head) entry in a KV cache so cache lengths stay right.
+    It still writes one all-zero head per token into a KV cache, so the cache's length stays
+    right (models read positions from it; a 0-head entry would count as empty).
     """
 
     def __init__(self, layer_idx: int, head_dim: int) -> None:
@@ -76,11 +77,12 @@ class EmptyAttention(nn.Module):
         self.head_dim = head_dim
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, None]:
-        cache = kwargs.get("cache") or kwargs.get("layer_past") or kwargs.get("past_key_values")
+        cache = next((kwargs[k] for k in ("cache", "layer_past", "past_key_values")
+                      if kwargs.get(k) is not None), None)  # an empty cache is falsy
         if cache is not None and hasattr(cache, "update"):
             b, t = hidden_states.shape[:2]
-            empty = hidden_states.new_zeros(b, 0, t, self.head_dim)  # (B, heads=0, T, hd)
-            cache.update(empty, empty, self.layer_idx)
+            zero = hidden_states.new_zeros(b, 1, t, self.head_dim)  # (B, heads=1, T, hd)
+            cache.update(zero, zero, self.layer_idx)
         return torch.zeros_like(hidden_states), None
 
 

@@ -23,6 +23,7 @@ import copy
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -236,6 +237,19 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
+def collective_timeout() -> timedelta:
+    """How long a rank waits in a collective: CAPGAP_DIST_TIMEOUT_MIN minutes (default 120)."""
+    raw = os.environ.get("CAPGAP_DIST_TIMEOUT_MIN", "120")
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if minutes <= 0:
+        raise CapgapError(f"CAPGAP_DIST_TIMEOUT_MIN must be a positive number of minutes, "
+                          f"got {raw!r}")
+    return timedelta(minutes=minutes)
+
+
 def setup(mode: ParallelMode = "ddp", device: str | None = None) -> Parallel:
     """This process's :class:`Parallel`; joins the process group when ``WORLD_SIZE > 1``."""
     world = world_size()
@@ -249,6 +263,7 @@ def setup(mode: ParallelMode = "ddp", device: str | None = None) -> Parallel:
     dev = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
+    if not dist.is_initialized():  # rank 0 alone builds caches and evaluates while the rest
+        # wait in a collective: a long wait must not trip the default 10-minute watchdog
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=collective_timeout())
     return Parallel(mode, world, dist.get_rank(), dev)

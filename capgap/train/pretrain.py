@@ -148,12 +148,10 @@ def pretrain_size(
                           seed=cfg.train.seed)
 
     def quick_eval(m: torch.nn.Module) -> dict[str, float]:
-        from capgap.distill.chunked import lm_loss
+        from capgap.distill.chunked import mean_lm_loss
 
-        losses = [lm_loss(m, x).loss.item()
-                  for x in eval_batches(data.val, seq_len, cfg.eval.batch_size,
-                                        cfg.train.eval_tokens)]
-        return {"loss": sum(losses) / max(len(losses), 1)}
+        return {"loss": mean_lm_loss(m, eval_batches(data.val, seq_len, cfg.eval.batch_size,
+                                                     cfg.train.eval_tokens))}
 
     n = count_params(model)
     result = train(model, loader, lm_step, cfg.train, run, eval_fn=quick_eval,

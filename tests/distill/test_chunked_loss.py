@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
 from capgap.distill import check_vocab, distill_loss, lm_loss, naive_distill_loss
+from capgap.distill.chunked import mean_lm_loss
 from capgap.errors import CapgapError
 
 
@@ -126,6 +127,15 @@ def test_low_precision_teacher() -> None:
     b, gb = loss_and_grads(distill_loss, student, teacher, ids, labels, mask, chunk_size=5)
     assert b.kd.dtype == torch.float32
     assert_same(a, b, ga, gb, rtol=2e-2, atol=1e-3)  # bf16 matmul blocking may differ
+
+
+def test_mean_lm_loss_weighs_every_window_alike(pairs) -> None:
+    student, _ = pairs["gpt_neox"]
+    student.zero_grad(set_to_none=True)  # the fixture is shared with tests that backpropagate
+    ids = torch.randint(0, VOCAB, (3, 10), generator=torch.Generator().manual_seed(8))
+    whole = float(lm_loss(student, ids).loss)
+    assert mean_lm_loss(student, [ids[:2], ids[2:]]) == pytest.approx(whole, rel=1e-5)
+    assert not any(p.grad is not None for p in student.parameters())
 
 
 def test_no_valid_token(pairs) -> None:

@@ -110,6 +110,23 @@ def test_cached_generation_matches_full_forward(arch: str) -> None:
     assert torch.equal(full[0, 3:-1].argmax(-1), gen[0, 4:])
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_step_by_step_decoding_knows_its_position_when_layer_0_has_no_heads(arch: str) -> None:
+    """Without explicit positions the model takes them from the cache's length, which the
+    first layer's cache entry reports: an attention-less first layer must still count."""
+    model = tiny_model(arch)
+    plan = _plan_with_empty_blocks(model)
+    plan = Plan([0, 2], plan.hidden, [plan.heads[0], plan.heads[2]], [plan.neurons[0], plan.neurons[2]])
+    small = materialize(model, plan, "global")
+    seq = torch.tensor([[3, 5, 7, 11, 13]])
+    with torch.no_grad():
+        full = small(seq).logits
+        past = small(seq[:, :4], use_cache=True).past_key_values
+        assert past.get_seq_length() == 4
+        step = small(seq[:, 4:], cache=past, use_cache=True).logits
+    assert_close(step[0, -1], full[0, -1], **TIGHT)
+
+
 @pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
 def test_masked_norm_uses_kept_statistics_and_zeroes_the_rest(kind: str) -> None:
     torch.manual_seed(0)

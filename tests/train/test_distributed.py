@@ -103,3 +103,19 @@ def test_ddp_replicates_and_matches_one_process(setup):
     assert par["mode"] == "ddp" and par["local_params"] == [par["params"]] * 2
     assert par["dtensor_params"] == 0
     check_same_run(setup, setup / "ddp", recs)
+
+
+def test_collectives_wait_two_hours_unless_told(monkeypatch) -> None:
+    from datetime import timedelta
+
+    from capgap.errors import CapgapError
+    from capgap.train.distributed import collective_timeout
+
+    monkeypatch.delenv("CAPGAP_DIST_TIMEOUT_MIN", raising=False)
+    assert collective_timeout() == timedelta(hours=2)
+    monkeypatch.setenv("CAPGAP_DIST_TIMEOUT_MIN", "30")
+    assert collective_timeout() == timedelta(minutes=30)
+    for bad in ("0", "soon"):
+        monkeypatch.setenv("CAPGAP_DIST_TIMEOUT_MIN", bad)
+        with pytest.raises(CapgapError, match="CAPGAP_DIST_TIMEOUT_MIN"):
+            collective_timeout()
