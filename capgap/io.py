@@ -96,10 +96,15 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     """Yield a temporary folder beside ``path``; on success move it to ``path``.
 
     If ``overwrite`` and ``path`` exists, the old folder is replaced only after the new one
-    is complete, so an interrupted write never destroys the previous artefact.
+    is complete, so an interrupted write never destroys the previous artefact. Swapping takes
+    two renames (``path`` -> ``.NAME.old``, new -> ``path``); a crash between them leaves only
+    ``.NAME.old``, which the next call moves back before anything else.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.with_name(f".{path.name}.old")
+    if old.exists() and not path.exists():
+        os.replace(old, path)  # an earlier swap stopped half-way: the old artefact is complete
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
@@ -107,7 +112,6 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)
-            old = path.with_name(f".{path.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)

@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capgap.cli.common import load_stage_config
+    from capgap.law.bracket import common_text
     from capgap.sweep.study import StudyConfig, report_study, run_study
 
     cfg = load_stage_config(StudyConfig, "study", args, default_preset="study")
@@ -53,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for name, entry in record["parts"].items():
         law = entry.get("laws", {}).get("total", {})
-        common = (law.get("bracket") or {}).get("common")
-        line = (f"ratio {law['ratio']:.3g} [{law['ratio_ci'][0]:.3g}, {law['ratio_ci'][1]:.3g}]"
-                if law.get("status") == "ok" else f"law {law.get('status')}"
-                + ("" if not common else f", T*/S in ({common[0]:.2f}, "
-                   + ("inf" if common[1] is None else f"{common[1]:.2f}") + ")x"))
+        if law.get("status") == "ok":
+            line = f"ratio {law['ratio']:.3g} [{law['ratio_ci'][0]:.3g}, {law['ratio_ci'][1]:.3g}]"
+        else:
+            common = common_text(law.get("bracket"))
+            line = f"law {law.get('status')}" + (f", T*/S in {common}" if common else "")
         left = entry.get("left_s") or 0.0
         print(f"{name}: {entry.get('status_counts')}; {line}"
               + (f"; ~{left / 3600:.1f} worker-hours left" if left else ""))

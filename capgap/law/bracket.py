@@ -66,6 +66,15 @@ def ratio_bracket(curves: list[SizeCurve], sign: float, tie_floor: float = 0.0,
     return out
 
 
+def common_text(b: dict[str, Any] | None) -> str | None:
+    """The ratio every size admits, ``(1.25, 3.68)x`` (``inf`` when unbounded), or None."""
+    common = (b or {}).get("common")
+    if not common:
+        return None
+    lo, hi = common
+    return f"({lo:.2f}, " + ("inf" if hi is None else f"{hi:.2f}") + ")x"
+
+
 def bracket_text(b: dict[str, Any]) -> str:
     """``T*/S in (1.25, 3.68)x by 3 size(s); 2.5x is inside (brackets S 0.3M (1.00, 3.74);
     ...)``, or why there is no common ratio."""
@@ -76,8 +85,6 @@ def bracket_text(b: dict[str, Any]) -> str:
                     for s in b["sizes"])
     if b["common"] is None:
         return f"no single T*/S fits every size (brackets {per})"
-    lo, hi = b["common"]
-    bound = f"({lo:.2f}, " + ("inf" if hi is None else f"{hi:.2f}") + ")x"
     ref = ("" if b.get("reference_inside") is None else
            f"; {b['reference']:g}x is {'inside' if b['reference_inside'] else 'outside'}")
-    return f"T*/S in {bound} by {b['n_sizes']} size(s){ref} (brackets {per})"
+    return f"T*/S in {common_text(b)} by {b['n_sizes']} size(s){ref} (brackets {per})"

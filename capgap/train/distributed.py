@@ -258,7 +258,11 @@ def setup(mode: ParallelMode = "ddp", device: str | None = None) -> Parallel:
         return Parallel("none", 1, 0, dev)
     if mode not in ("ddp", "fsdp"):
         raise CapgapError(f"train.parallel must be ddp or fsdp, got {mode!r}")
-    cuda = torch.cuda.is_available() and device != "cpu"
+    if dist.is_initialized():  # joined earlier (distill picks the device before train does):
+        # keep the kind of device its backend was chosen for
+        cuda = "nccl" in str(dist.get_backend())
+    else:
+        cuda = torch.cuda.is_available() and device != "cpu"
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:

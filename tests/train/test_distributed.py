@@ -119,3 +119,21 @@ def test_collectives_wait_two_hours_unless_told(monkeypatch) -> None:
         monkeypatch.setenv("CAPGAP_DIST_TIMEOUT_MIN", bad)
         with pytest.raises(CapgapError, match="CAPGAP_DIST_TIMEOUT_MIN"):
             collective_timeout()
+
+
+def test_a_joined_group_keeps_its_device_kind(monkeypatch, tmp_path) -> None:
+    """distill joins a gloo group on CPU; train()'s own setup() on a GPU host must not then
+    move the model to CUDA (NCCL collectives on a gloo group)."""
+    import torch.distributed as dist
+
+    from capgap.train.distributed import setup as par_setup
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        par = par_setup("ddp")
+        assert par.device.type == "cpu" and par.rank == 0
+    finally:
+        dist.destroy_process_group()
