@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from capgap.law.bracket import bracket_text
+from capgap.law.bracket import bracket_text, common_text
 from capgap.report.findings import PAPER_RATIO, findings_lines
 from capgap.report.synthesis import control_line, optimum_line
 
@@ -15,6 +15,7 @@ BUDGET_IMAGE = "optimum_vs_budget.png"
 CONTROL_IMAGE = "control.png"
 SCRATCH_IMAGE = "scratch.png"
 OBJECTIVES_IMAGE = "objectives.png"
+ALLOCATION_IMAGE = "allocation.png"
 BESIDE_PAPER = (  # synthesis key, section title, figure, what it shows
     ("control", "Same-init control", CONTROL_IMAGE,
      "One student initialisation distilled from every teacher, beside the paper's students "
@@ -24,6 +25,11 @@ BESIDE_PAPER = (  # synthesis key, section title, figure, what it shows
      "Students with the shape pruning from each teacher gives but random weights, beside the "
      "paper's pruned students (same size, budget, seeds). Gains are over the no-teacher "
      "baseline of the same shape and initialisation."),
+    ("allocation", "Pruning allocation", ALLOCATION_IMAGE,
+     "Students pruned from each teacher with another allocation (uniform: the same count of "
+     "heads and neurons in every layer, as MiniMA's 7B->3B) beside the study's (global: ranked "
+     "across layers), same size, budget and seeds. Gains are over the no-teacher baseline "
+     "pruned the same way."),
 )
 
 
@@ -131,8 +137,10 @@ def sections(record: dict[str, Any],
                     "pre": [f"{g['objective']}: " + optimum_line(g)
                             for g in syn["objectives"]]})
     shown = budget + syn.get("objectives", [])
+    allocation = syn.get("primary", {}).get("allocation")
     other = [g for g in syn.get("optima", []) if g not in shown and g["source"] == "own"
-             and g["init"] == "pruned"]  # controls and scratch have sections of their own
+             and g["init"] == "pruned" and g["allocation"] == (allocation or g["allocation"])]
+    # controls, scratch and other allocations have sections of their own
     if other:
         out.append({"title": "Every other group of the paper's setting (families, budgets)",
                     "pre": [f"{g['family']} / {g['objective']} / {g['init']} / {g['source']}: "
@@ -149,31 +157,31 @@ def sections(record: dict[str, Any],
 
 
 _PART_HEAD = ("part", "cells", "compute", "wall", "laws (total and non-embedding parameters)")
-_GLANCE_HEAD = ("family", "objective", "budget", "seeds", "H1 gap matters; teacher's own effect",
+_GLANCE_HEAD = ("family", "objective (allocation)", "budget", "seeds", "H1 gap matters; teacher's own effect",
                 "H2 interior", "H3", "law (total)",
                 f"T*/S bracket, total (paper {PAPER_RATIO:g}x)", "T*/S bracket, non-embedding")
 
 
 def glance_rows(laws: list[dict[str, Any]]) -> list[list[str]]:
     """One row per pooled budget: the hypotheses' verdicts, the law or its status, both
-    brackets."""
+    brackets. The allocation is named only where the laws have more than one."""
     def bracket(law: dict[str, Any] | None) -> str:
         b = (law or {}).get("bracket") or {}
         if not b.get("n_sizes"):
             return "-"
         if b["common"] is None:
             return "no single ratio"
-        lo, hi = b["common"]
         where = ("" if b.get("reference_inside") is None else
                  " (inside)" if b["reference_inside"] else " (outside)")
-        return f"({lo:.2f}, {'inf' if hi is None else f'{hi:.2f}'})x{where}"
+        return f"{common_text(b)}{where}"
 
     by_key: dict[tuple, dict[str, dict[str, Any]]] = {}
     for law in laws:
         key = (law["family"], law["objective"], law["allocation"], law["tokens"])
         by_key.setdefault(key, {})[law["unit"]] = law
+    several = len({law["allocation"] for law in laws}) > 1
     rows = []
-    for (family, objective, _, tokens), units in sorted(by_key.items()):
+    for (family, objective, allocation, tokens), units in sorted(by_key.items()):
         total = units.get("total") or {}
         n = ((total.get("bracket") or {}).get("n_sizes"))
         fit = (f"T* = {total['ratio']:.3g}·S [{total['ratio_ci'][0]:.3g}, "
@@ -185,7 +193,8 @@ def glance_rows(laws: list[dict[str, Any]]) -> list[list[str]]:
               else hyp.get("h1", "-"))
         interior = (hyp.get("interior") or
                     [total.get("n_points", 0), n if n is not None else "?"])
-        rows.append([family, objective, f"{tokens:,}",
+        rows.append([family, f"{objective} ({allocation})" if several else objective,
+                     f"{tokens:,}",
                      ",".join(str(x) for x in total.get("seeds", [])), h1,
                      f"{interior[0]} of {interior[1]}", hyp.get("h3", "-"), fit,
                      bracket(total), bracket(units.get("non_embedding"))])

@@ -123,11 +123,12 @@ def pooled_rows(rows: list[dict[str, Any]], baselines: bool = False,
             and all(r[k] == v for k, v in match.items() if r["alpha"] < 1 or k != "objective")]
 
 
-def budget_rows(table: list[dict[str, Any]], family: str, objective: str) -> list[dict[str, Any]]:
-    """The paper's setting (own-pruned, ``objective``) of ``family``: one row per (size,
-    budget), sorted by size then budget — where the optimum sits at each budget."""
+def budget_rows(table: list[dict[str, Any]], family: str, objective: str,
+                allocation: str = "global") -> list[dict[str, Any]]:
+    """The paper's setting (own-pruned, ``objective``, ``allocation``) of ``family``: one row
+    per (size, budget), sorted by size then budget — where the optimum sits at each budget."""
     mine = [g for g in table if g["family"] == family and g["objective"] == objective
-            and g["init"] == "pruned" and g["source"] == "own"]
+            and g["allocation"] == allocation and g["init"] == "pruned" and g["source"] == "own"]
     return sorted(mine, key=lambda g: (g["student_target"], g["tokens"], g["allocation"]))
 
 
@@ -149,14 +150,29 @@ def scratch_rows(table: list[dict[str, Any]],
             for g in table if g["init"] == "scratch" and g["source"] == "own"]
 
 
-def _beside_paper(g: dict[str, Any], rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
+def allocation_rows(table: list[dict[str, Any]], rows: list[dict[str, Any]],
+                    allocation: str = "global") -> list[dict[str, Any]]:
+    """Each group of own-pruned students whose layers were cut with another allocation than
+    the study's (``uniform``: the same count in every layer) beside the ``allocation`` ones
+    of the same size, budget, objective and seeds: does how pruning spreads the cut move the
+    best teacher? Gains are over the no-teacher baseline pruned the same way."""
+    return [_beside_paper(g, rows, f"{g['allocation']} allocation (pruned from each teacher)",
+                          allocation)
+            for g in table if g["init"] == "pruned" and g["source"] == "own"
+            and g["allocation"] != allocation]
+
+
+def _beside_paper(g: dict[str, Any], rows: list[dict[str, Any]], label: str,
+                  allocation: str | None = None) -> dict[str, Any]:
     """One optimum group ``g`` set teacher by teacher beside the paper's students (pruned
-    from their own teacher) of the same family, objective, allocation, budget and size."""
+    from their own teacher) of the same family, objective, budget and size, and of
+    ``allocation`` (default: ``g``'s own)."""
     rows = _unique(rows)
     base = _baselines(rows)
-    same = [k for k in GROUP_KEYS if k not in ("source", "init")]
-    match = [r for r in rows if r["alpha"] < 1 and r["source"] == "own"
-             and r["init"] == "pruned" and all(r[k] == g[k] for k in same)]
+    same = [k for k in GROUP_KEYS if k not in ("source", "init", "allocation")]
+    paper_allocation = g["allocation"] if allocation is None else allocation
+    match = [r for r in rows if r["alpha"] < 1 and r["source"] == "own" and r["init"] == "pruned"
+             and r["allocation"] == paper_allocation and all(r[k] == g[k] for k in same)]
     seeds = set(g["seeds"])
     own_all = [r for r in match if r["seed"] in seeds]
     per_teacher = []
@@ -180,11 +196,13 @@ def _beside_paper(g: dict[str, Any], rows: list[dict[str, Any]], label: str) -> 
         "own_best": own_best, "same_best": own_best == g["best"]}
 
 
-def objective_rows(table: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
-    """The paper's setting of ``family`` at every budget run with two or more objectives:
-    the groups to set side by side (does the objective move the best teacher?)."""
+def objective_rows(table: list[dict[str, Any]], family: str,
+                   allocation: str = "global") -> list[dict[str, Any]]:
+    """The paper's setting of ``family`` (own-pruned, ``allocation``) at every budget run with
+    two or more objectives: the groups to set side by side (does the objective move the best
+    teacher?)."""
     paper = [g for g in table if g["family"] == family and g["init"] == "pruned"
-             and g["source"] == "own"]
+             and g["source"] == "own" and g["allocation"] == allocation]
     budgets = {t for t in {g["tokens"] for g in paper}
                if len({g["objective"] for g in paper if g["tokens"] == t}) > 1}
     return sorted((g for g in paper if g["tokens"] in budgets),
@@ -198,14 +216,17 @@ def _by_teacher(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
-def synthesis(rows: list[dict[str, Any]], primary_family: str,
-              primary_objective: str) -> dict[str, Any]:
+def synthesis(rows: list[dict[str, Any]], primary_family: str, primary_objective: str,
+              primary_allocation: str = "global") -> dict[str, Any]:
     """Everything above, as one JSON-ready dict (``study.json["synthesis"]``)."""
     table = optimum_table(rows)
-    return {"primary": {"family": primary_family, "objective": primary_objective},
-            "optima": table, "budget": budget_rows(table, primary_family, primary_objective),
+    return {"primary": {"family": primary_family, "objective": primary_objective,
+                        "allocation": primary_allocation},
+            "optima": table,
+            "budget": budget_rows(table, primary_family, primary_objective, primary_allocation),
             "control": control_rows(table, rows), "scratch": scratch_rows(table, rows),
-            "objectives": objective_rows(table, primary_family),
+            "allocation": allocation_rows(table, rows, primary_allocation),
+            "objectives": objective_rows(table, primary_family, primary_allocation),
             "rule": f"An effect counts when it exceeds {SIGNAL:g} x the seed noise "
                     f"(floor {NOISE_FLOOR:g} nats); an optimum at the smallest or largest "
                     "teacher tried is censored"}

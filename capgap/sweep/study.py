@@ -135,6 +135,7 @@ def _finish_part(sweep: SweepConfig, part_dir: Path) -> None:
 def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, Any]:
     """Summarise the parts, add the cross-part synthesis, write the study's views."""
     from capgap.report.study import (
+        ALLOCATION_IMAGE,
         BUDGET_IMAGE,
         CONTROL_IMAGE,
         OBJECTIVES_IMAGE,
@@ -154,10 +155,12 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
     brackets = {law["tokens"]: (law.get("bracket") or {}).get("common")
                 for law in syn["laws"] if law["unit"] == "total"
                 and law["family"] == primary.get("family")
-                and law["objective"] == primary.get("objective")}
+                and law["objective"] == primary.get("objective")
+                and law["allocation"] == primary.get("allocation")}
     figures = {BUDGET_IMAGE: budget_figure(syn["budget"], out / BUDGET_IMAGE, brackets),
                CONTROL_IMAGE: control_figure(syn["control"], out / CONTROL_IMAGE),
                SCRATCH_IMAGE: control_figure(syn["scratch"], out / SCRATCH_IMAGE),
+               ALLOCATION_IMAGE: control_figure(syn["allocation"], out / ALLOCATION_IMAGE),
                OBJECTIVES_IMAGE: objectives_figure(syn["objectives"], out / OBJECTIVES_IMAGE)}
     write_json(out / STUDY_RECORD, record)
     write_text(out / "index.html", index_html(record, figures))
@@ -175,7 +178,8 @@ def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[dict[str, Any]]],
             sweep = cfg.sweep(name)
             rows += tag_rows(mine, name, _family_name(sweep), sweep.students.prune_from)
     first = cfg.sweep(next(iter(cfg.parts)))
-    out_syn = synthesis(rows, _family_name(first), first.objectives[0])
+    out_syn = synthesis(rows, _family_name(first), first.objectives[0],
+                        first.students.allocations[0])
     paper = [g for g in out_syn["optima"] if g["init"] == "pruned" and g["source"] == "own"]
     out_syn["laws"], out_syn["findings"] = _pooled_laws(rows, paper, first.law_bootstrap, out)
     return out_syn

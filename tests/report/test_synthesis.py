@@ -213,3 +213,34 @@ def test_objectives_are_set_side_by_side_only_where_a_budget_has_several(tmp_pat
     assert objectives_figure(groups, tmp_path / "o.png")
     assert (tmp_path / "o.png").stat().st_size > 1000
     assert not objectives_figure([], tmp_path / "none.png")
+
+
+def test_another_allocation_sits_beside_the_studys_over_its_own_baselines(tmp_path):
+    from capgap.report.study import glance_rows
+    from capgap.report.synthesis import allocation_rows, control_figure
+
+    paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95})
+    uniform = []
+    for t, loss in {"T0": 5.10, "T1": 5.05, "T2": 4.98}.items():
+        for alpha, x in ((0.5, loss), (1.0, loss + 0.2)):
+            r = row(t, x, alpha=alpha)
+            uniform.append(r | {"allocation": "uniform", "key": r["key"] + "-uniform"})
+    rows = tag_rows(paper + uniform, "p", "fam")
+    table = optimum_table(rows)
+    (c,) = allocation_rows(table, rows, "global")
+    assert c["allocation"] == "uniform" and c["best"] == "T2" and c["censored"] == "high"
+    by_t = {t["teacher"]: t for t in c["teachers"]}
+    assert by_t["T1"]["control_loss"] == pytest.approx(5.05)
+    assert by_t["T1"]["control_gain"] == pytest.approx(0.2)  # over the uniform baseline
+    assert by_t["T1"]["own_loss"] == pytest.approx(4.90)  # the global student
+    assert by_t["T1"]["own_gain"] == pytest.approx(0.05)
+    assert c["own_best"] == "T1" and not c["same_best"]
+    assert allocation_rows(table, rows, "uniform")[0]["allocation"] == "global"
+    syn = synthesis(rows, "fam", "soft_ce", "global")
+    assert [g["allocation"] for g in syn["budget"]] == ["global"]  # the other is beside it
+    assert "Pruning allocation" in summary_markdown({"parts": {}, "synthesis": syn})
+    assert control_figure(syn["allocation"], tmp_path / "a.png")
+    laws = [{"family": "fam", "objective": "soft_ce", "allocation": a, "tokens": 1000,
+             "unit": "total", "status": "insufficient"} for a in ("global", "uniform")]
+    assert [r[1] for r in glance_rows(laws)] == ["soft_ce (global)", "soft_ce (uniform)"]
+    assert glance_rows(laws[:1])[0][1] == "soft_ce"
