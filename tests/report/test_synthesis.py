@@ -43,6 +43,16 @@ def paper_rows(tokens: int, losses: dict[str, float], seeds: int = 1) -> list[di
     return out
 
 
+def variant_rows(losses: dict[str, float], baseline_gap: float, **change: str) -> list[dict]:
+    """Distilled cells and their baselines (``baseline_gap`` worse) of another setting."""
+    out = []
+    for t, loss in losses.items():
+        for alpha, x in ((0.5, loss), (1.0, loss + baseline_gap)):
+            r = row(t, x, alpha=alpha)
+            out.append(r | change | {"key": r["key"] + "-" + "-".join(change.values())})
+    return out
+
+
 def test_optimum_is_the_seed_mean_argmin_with_its_edge_and_margin():
     rows = tag_rows(paper_rows(1000, {"T0": 5.00, "T1": 5.02, "T2": 5.05})
                     + paper_rows(9000, {"T0": 4.60, "T1": 4.55, "T2": 4.58}, seeds=3),
@@ -110,11 +120,7 @@ def test_pooled_findings_borrow_baselines_from_the_part_that_ran_them():
 
 def test_scratch_students_sit_beside_the_pruned_ones_over_their_own_baselines():
     paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95})
-    scratch = []
-    for t, loss in {"T0": 6.30, "T1": 6.20, "T2": 6.10}.items():
-        for alpha, x in ((0.5, loss), (1.0, loss + 0.1)):
-            r = row(t, x, alpha=alpha)
-            scratch.append(r | {"init": "scratch", "key": r["key"] + "-scratch"})
+    scratch = variant_rows({"T0": 6.30, "T1": 6.20, "T2": 6.10}, 0.1, init="scratch")
     rows = tag_rows(paper + scratch, "p", "fam")
     table = optimum_table(rows)
     (c,) = scratch_rows(table, rows)
@@ -220,11 +226,7 @@ def test_another_allocation_sits_beside_the_studys_over_its_own_baselines(tmp_pa
     from capgap.report.synthesis import allocation_rows, control_figure
 
     paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95})
-    uniform = []
-    for t, loss in {"T0": 5.10, "T1": 5.05, "T2": 4.98}.items():
-        for alpha, x in ((0.5, loss), (1.0, loss + 0.2)):
-            r = row(t, x, alpha=alpha)
-            uniform.append(r | {"allocation": "uniform", "key": r["key"] + "-uniform"})
+    uniform = variant_rows({"T0": 5.10, "T1": 5.05, "T2": 4.98}, 0.2, allocation="uniform")
     rows = tag_rows(paper + uniform, "p", "fam")
     table = optimum_table(rows)
     (c,) = allocation_rows(table, rows, "global")
