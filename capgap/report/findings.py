@@ -82,14 +82,26 @@ def _h1(paired: list[dict[str, Any]], noise_floor: float) -> dict[str, Any]:
 
 
 def _h2(law: dict[str, Any] | None) -> dict[str, Any]:
+    """Interior: the best teacher (seed mean) is neither the smallest nor the largest tried.
+    Resolved: also, neither edge teacher is tied with it (within the bracket's signal x
+    noise), so the seeds, not just the means, put the optimum inside."""
     if not law or not law.get("sizes"):
         return {"verdict": "not testable", "sizes": []}
-    sizes = [{"student": s["student_params"], "best_teacher": s.get("optimum"),
-              "ratio": s.get("ratio"), "censored": bool(s.get("censored")),
-              "edge": s.get("censored_edge")} for s in law["sizes"]]
+    tied = {b["student_params"]: b["tied"] for b in (law.get("bracket") or {}).get("sizes", [])}
+    sizes = []
+    for s in law["sizes"]:
+        censored = bool(s.get("censored"))
+        ties = tied.get(s["student_params"])
+        edges = (s["teachers"][0], s["teachers"][-1]) if s.get("teachers") else ()
+        sizes.append({"student": s["student_params"], "best_teacher": s.get("optimum"),
+                      "ratio": s.get("ratio"), "censored": censored,
+                      "edge": s.get("censored_edge"),
+                      "resolved": None if ties is None else
+                      not censored and not any(t in ties for t in edges)})
     interior = sum(not s["censored"] for s in sizes)
     verdict = "yes" if interior == len(sizes) else "partly" if interior else "no"
-    return {"verdict": verdict, "interior": interior, "sizes": sizes}
+    return {"verdict": verdict, "interior": interior,
+            "resolved": sum(bool(s["resolved"]) for s in sizes), "sizes": sizes}
 
 
 def _h3(law: dict[str, Any] | None) -> dict[str, Any]:
@@ -124,6 +136,7 @@ def hypotheses(f: dict[str, Any]) -> dict[str, Any]:
             "teacher_effect": [sum(s["teacher_effect"] for s in known), len(known)],
             "h2": f["h2"]["verdict"], "interior": [f["h2"].get("interior", 0),
                                                    len(f["h2"]["sizes"])],
+            "resolved": f["h2"].get("resolved"),
             "h3": f["h3"]["verdict"]}
 
 
@@ -153,9 +166,13 @@ def findings_lines(f: dict[str, Any]) -> list[str]:
                      f"{s['noise']:.4f}; gain over baseline by teacher size: {gains}{effect}")
     h2 = f["h2"]
     lines.append(f"  H2 interior optimum: {h2['verdict']}"
-                 + (f" ({h2['interior']} of {len(h2['sizes'])} sizes)" if h2["sizes"] else ""))
+                 + (f" ({h2['interior']} of {len(h2['sizes'])} sizes" if h2["sizes"] else "")
+                 + (f"; {h2.get('resolved', 0)} beyond {SIGNAL:g} x noise of both edge "
+                    "teachers" if h2.get("interior") else "") + (")" if h2["sizes"] else ""))
     for s in h2["sizes"]:
-        where = f"censored at the {s['edge']} edge" if s["censored"] else "inside the range"
+        where = (f"censored at the {s['edge']} edge" if s["censored"] else "inside the range"
+                 + ("" if s.get("resolved") is None else
+                    ", beyond noise" if s["resolved"] else ", but an edge teacher is tied"))
         lines.append(f"    S {s['student'] / 1e6:.3g}M: best T {s['best_teacher'] / 1e6:.3g}M "
                      f"({s['ratio']:.2f}x), {where}")
     h3 = f["h3"]

@@ -196,7 +196,9 @@ def glance_rows(laws: list[dict[str, Any]]) -> list[list[str]]:
         rows.append([family, f"{objective} ({allocation})" if several else objective,
                      f"{tokens:,}",
                      ",".join(str(x) for x in total.get("seeds", [])), h1,
-                     f"{interior[0]} of {interior[1]}", hyp.get("h3", "-"), fit,
+                     f"{interior[0]} of {interior[1]}"
+                     + (f" ({hyp['resolved']} beyond noise)" if interior[0] and
+                        hyp.get("resolved") is not None else ""), hyp.get("h3", "-"), fit,
                      bracket(total), bracket(units.get("non_embedding"))])
     return rows
 

@@ -40,7 +40,18 @@ def test_rise_then_fall_answers_yes_with_the_papers_ratio():
     assert f["h3"]["paper_ratio_in_ci"] is True and f["law"]["status"] == "ok"
     assert all(s["teacher_effect"] for s in f["h1"]["sizes"])  # the gain grows with T/S
     text = "\n".join(findings_lines(f))
-    assert "H2 interior optimum: yes (3 of 3 sizes)" in text and "vs the paper's ~2.5" in text
+    assert "H2 interior optimum: yes (3 of 3 sizes; 3 beyond 3 x noise of both edge teachers)" \
+        in text and "vs the paper's ~2.5" in text
+
+
+def test_an_interior_optimum_tied_with_an_edge_teacher_is_not_resolved():
+    """The same shape, 20x shallower: each size's best teacher is still inside the range, but
+    its neighbour at the edge is within 3 x the seed noise, so the seeds cannot place it."""
+    rows = _rows(lambda s, t: 4.0 + 0.0025 * math.log(t / (2.5 * s)) ** 2)
+    f = findings(rows, fit_source(rows, where={"objective": "soft_ce"}, n_boot=50), WHERE)
+    assert f["h2"]["interior"] == 3 and f["h2"]["resolved"] == 0
+    assert all(s["resolved"] is False for s in f["h2"]["sizes"])
+    assert "inside the range, but an edge teacher is tied" in "\n".join(findings_lines(f))
 
 
 def test_smallest_teacher_always_best_is_censored_not_a_law():

@@ -179,10 +179,11 @@ def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():
                                            "reference_inside": inside}} | extra
 
     verdicts = {"h1": "yes", "teacher_effect": [2, 3], "h2": "partly", "interior": [1, 3],
-                "h3": "not rejected"}
+                "resolved": 0, "h3": "not rejected"}
     (row,) = glance_rows([law("total", [1.25, 3.68], True, hypotheses=verdicts),
                           law("non_embedding", None, None)])
-    assert row == ["fam", "soft_ce", "2,000,000", "0,1", "yes; own effect in 2 of 3", "1 of 3",
+    assert row == ["fam", "soft_ce", "2,000,000", "0,1", "yes; own effect in 2 of 3",
+                   "1 of 3 (0 beyond noise)",
                    "not rejected", "insufficient", "(1.25, 3.68)x (inside)", "no single ratio"]
     (fit,) = glance_rows([law("total", [2.0, None], None, status="ok", ratio=2.4,
                               ratio_ci=[2.1, 2.9], n_points=3)])  # a record without verdicts
