@@ -21,7 +21,7 @@ import numpy as np
 
 from capgap.errors import CapgapError
 from capgap.law.bootstrap import percentile_ci
-from capgap.law.bracket import PAPER_RATIO
+from capgap.law.bracket import PAPER_RATIO, common_text
 from capgap.law.units import AS_GIVEN, format_size
 
 _REQUIRED = ("status", "slope", "intercept", "ratio", "ratio_ci", "size_range", "size_unit")
@@ -91,10 +91,8 @@ def check_law(law: Any, name: str = "law") -> dict[str, Any]:
     if not isinstance(law, Mapping) or any(k not in law for k in _REQUIRED):
         raise CapgapError(f"{name}: not a capgap law (needs keys {', '.join(_REQUIRED)})")
     if law["status"] != "ok":
-        common = (law.get("bracket") or {}).get("common")
-        hint = ("" if not common else
-                f"; its sizes bound T*/S to ({common[0]:.3g}, "
-                + ("inf" if common[1] is None else f"{common[1]:.3g}") + ")x, a range, not a law")
+        common = common_text(law.get("bracket"))
+        hint = "" if not common else f"; its sizes bound T*/S to {common}, a range, not a law"
         raise CapgapError(f"{name}: no law was fitted "
                           f"({(law.get('reason') or law['status']).split(': ')[0]}){hint}")
     return dict(law)
