@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capgap.cli.common import load_stage_config
-    from capgap.law.bracket import common_text
+    from capgap.law.bracket import common_text, ratio_text
     from capgap.sweep.study import StudyConfig, report_study, run_study
 
     cfg = load_stage_config(StudyConfig, "study", args, default_preset="study")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for name, entry in record["parts"].items():
         law = entry.get("laws", {}).get("total", {})
         if law.get("status") == "ok":
-            line = f"ratio {law['ratio']:.3g} [{law['ratio_ci'][0]:.3g}, {law['ratio_ci'][1]:.3g}]"
+            line = ratio_text(law)
         else:
             common = common_text(law.get("bracket"))
             line = f"law {law.get('status')}" + (f", T*/S in {common}" if common else "")

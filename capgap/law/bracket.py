@@ -66,6 +66,14 @@ def ratio_bracket(curves: list[SizeCurve], sign: float, tie_floor: float = 0.0,
     return out
 
 
+def ratio_text(law: dict[str, Any]) -> str:
+    """A fitted proportional law, ``T* = 2.4·S [2.1, 2.9]`` (``no interval`` when every
+    bootstrap replicate was undefined)."""
+    ci = law.get("ratio_ci")
+    return (f"T* = {law['ratio']:.3g}·S "
+            + (f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "(no interval)"))
+
+
 def common_text(b: dict[str, Any] | None) -> str | None:
     """The ratio every size admits, ``(1.25, 3.68)x`` (``inf`` when unbounded), or None."""
     common = (b or {}).get("common")

@@ -11,13 +11,19 @@ Two estimates, reported side by side:
 An argmin at the smallest or largest teacher is **censored**: the true optimum may lie
 beyond the range, so the size is left out of the fit.
 
+Teachers are compared on the seeds they all have (:func:`shared_seeds`): while a sweep is
+still filling in seeds, a teacher with an extra seed would otherwise be judged on a
+different sample of data orders than its neighbours.
+
 Everything works on batches of curves (rows = bootstrap replicates) so the point estimate
 and the bootstrap share one code path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -26,13 +32,29 @@ from capgap.law.cells import Cell
 
 OPTIMA = ("argmin", "quadratic")
 
+T = TypeVar("T")
+
+
+def shared_seeds(items: list[T], teacher: Callable[[T], Hashable],
+                 seed: Callable[[T], Hashable | None]) -> list[T]:
+    """``items`` restricted to the seeds every teacher has; all of them when some seed is
+    unknown or no seed is shared (nothing to balance on)."""
+    by_teacher: dict[Hashable, set[Hashable]] = {}
+    for it in items:
+        s = seed(it)
+        if s is None:
+            return list(items)
+        by_teacher.setdefault(teacher(it), set()).add(s)
+    shared = set.intersection(*by_teacher.values()) if by_teacher else set()
+    return [it for it in items if seed(it) in shared] if shared else list(items)
+
 
 @dataclass
 class SizeCurve:
     """One student size: its teachers (ascending) and the metric observations per teacher."""
 
     label: str | None
-    student_params: float  # mean over the size's cells
+    student_params: float  # mean over teachers of their students' size
     student_range: tuple[float, float]
     teachers: np.ndarray  # (J,)
     values: list[np.ndarray]  # J arrays of observations (one per seed / replicate cell)
@@ -66,15 +88,21 @@ class Optimum:
 
 
 def build_curve(cells: list[Cell]) -> SizeCurve:
-    """Gather one size's cells by teacher size (cells of one teacher are its replicates)."""
+    """Gather one size's cells by teacher size (cells of one teacher are its replicates, on
+    the seeds all teachers share). The size is the mean over teachers of each teacher's
+    student size, so it does not move with how many seeds a teacher has (in non-embedding
+    parameters a size's students differ from teacher to teacher)."""
+    cells = shared_seeds(cells, lambda c: c.teacher_params, lambda c: c.seed)
     s = np.array([c.student_params for c in cells])
     by_teacher: dict[float, list[float]] = {}
+    sizes: dict[float, list[float]] = {}
     for c in cells:
         by_teacher.setdefault(c.teacher_params, []).append(float(c.metric))  # type: ignore[arg-type]
+        sizes.setdefault(c.teacher_params, []).append(c.student_params)
     teachers = np.array(sorted(by_teacher))
     return SizeCurve(
         label=cells[0].group,
-        student_params=float(s.mean()),
+        student_params=float(np.mean([np.mean(v) for v in sizes.values()])),
         student_range=(float(s.min()), float(s.max())),
         teachers=teachers,
         values=[np.array(by_teacher[t]) for t in teachers],

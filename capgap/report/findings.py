@@ -20,7 +20,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from capgap.law.bracket import PAPER_RATIO, SIGNAL, bracket_text
+from capgap.law.bracket import PAPER_RATIO, SIGNAL, bracket_text, ratio_text
+from capgap.law.optimum import shared_seeds
 from capgap.report.tables import paired_rows
 
 NOISE_FLOOR = 0.004  # FINDINGS.md: seed noise at 150k tokens was <= 0.004 nats
@@ -44,9 +45,14 @@ def findings(rows: list[dict[str, Any]], law: dict[str, Any] | None, where: dict
 
 
 def _by_size(paired: list[dict[str, Any]]) -> dict[int, dict[int, list[dict[str, Any]]]]:
-    out: dict[int, dict[int, list[dict[str, Any]]]] = {}
+    """Rows per size and teacher, on the seeds all of the size's teachers share."""
+    sizes: dict[int, list[dict[str, Any]]] = {}
     for r in paired:
-        out.setdefault(r["student_target"], {}).setdefault(r["teacher_params"], []).append(r)
+        sizes.setdefault(r["student_target"], []).append(r)
+    out: dict[int, dict[int, list[dict[str, Any]]]] = {}
+    for size, rows in sizes.items():
+        for r in shared_seeds(rows, lambda r: r["teacher_params"], lambda r: r["seed"]):
+            out.setdefault(size, {}).setdefault(r["teacher_params"], []).append(r)
     return out
 
 
@@ -173,8 +179,9 @@ def findings_lines(f: dict[str, Any]) -> list[str]:
         where = (f"censored at the {s['edge']} edge" if s["censored"] else "inside the range"
                  + ("" if s.get("resolved") is None else
                     ", beyond noise" if s["resolved"] else ", but an edge teacher is tied"))
-        lines.append(f"    S {s['student'] / 1e6:.3g}M: best T {s['best_teacher'] / 1e6:.3g}M "
-                     f"({s['ratio']:.2f}x), {where}")
+        best = ("none" if s["best_teacher"] is None else
+                f"T {s['best_teacher'] / 1e6:.3g}M ({s['ratio']:.2f}x)")
+        lines.append(f"    S {s['student'] / 1e6:.3g}M: best {best}, {where}")
     h3 = f["h3"]
     lines.append(f"  H3 consistent ratio: {h3['verdict']}"
                  + (f" (T*/S {', '.join(f'{r:.2f}' for r in h3['ratios'])}; cv {h3['cv']:.2f})"
@@ -184,8 +191,7 @@ def findings_lines(f: dict[str, Any]) -> list[str]:
         lines.append(f"  bracket: {bracket_text(law['bracket'])}")
     if law.get("status") == "ok":
         lines.append(f"  law: T* = {law['slope']:.3g}·S + {law['intercept']:.3g} (R² {law['r2']:.3f}); "
-                     f"T* = {law['ratio']:.3g}·S, CI [{law['ratio_ci'][0]:.3g}, "
-                     f"{law['ratio_ci'][1]:.3g}] vs the paper's ~{PAPER_RATIO}")
+                     f"{ratio_text(law)} vs the paper's ~{PAPER_RATIO}")
     else:
         lines.append(f"  law: {law.get('status')} — {law.get('reason', '')}")
     return lines

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from capgap.law.bracket import bracket_text, common_text
+from capgap.law.bracket import bracket_text, common_text, ratio_text
 from capgap.report.findings import PAPER_RATIO, findings_lines
 from capgap.report.synthesis import control_line, optimum_line
 
@@ -37,8 +37,7 @@ def law_text(unit: str, law: dict[str, Any]) -> str:
     """``total: T* = 6.1·S [4.2, 8.0] (R² 0.91, 3 sizes)`` or why there is no fit."""
     if law.get("status") == "ok":
         r2 = law.get("ratio_r2")
-        return (f"{unit}: T* = {law['ratio']:.3g}·S [{law['ratio_ci'][0]:.3g}, "
-                f"{law['ratio_ci'][1]:.3g}]; line T* = {law['slope']:.3g}·S + "
+        return (f"{unit}: {ratio_text(law)}; line T* = {law['slope']:.3g}·S + "
                 f"{law['intercept']:.3g} (R² {law['r2']:.3f}"
                 + ("" if r2 is None else f", ratio R² {r2:.3f}")
                 + f", {law.get('n_points')} sizes)")
@@ -184,9 +183,7 @@ def glance_rows(laws: list[dict[str, Any]]) -> list[list[str]]:
     for (family, objective, allocation, tokens), units in sorted(by_key.items()):
         total = units.get("total") or {}
         n = ((total.get("bracket") or {}).get("n_sizes"))
-        fit = (f"T* = {total['ratio']:.3g}·S [{total['ratio_ci'][0]:.3g}, "
-               f"{total['ratio_ci'][1]:.3g}]" if total.get("status") == "ok"
-               else str(total.get("status", "-")))
+        fit = ratio_text(total) if total.get("status") == "ok" else str(total.get("status", "-"))
         hyp = total.get("hypotheses") or {}
         effect = hyp.get("teacher_effect") or [0, 0]
         h1 = (f"{hyp['h1']}; own effect in {effect[0]} of {effect[1]}" if effect[1]

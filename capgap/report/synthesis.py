@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from capgap.law.optimum import shared_seeds
 from capgap.report.findings import NOISE_FLOOR, PAPER_RATIO, SIGNAL
 
 GROUP_KEYS = ("family", "objective", "init", "allocation", "source", "tokens", "student_target")
@@ -46,7 +47,10 @@ def tag_rows(rows: Iterable[dict[str, Any]], part: str, family: str,
         if r.get("status") != "done" or r.get("val_loss") is None:
             continue
         cut = r.get("pruned_from") or r["teacher"]
-        source = f"from {prune_from}" if prune_from and r["alpha"] < 1 else "own"
+        if r["alpha"] < 1:
+            source = f"from {prune_from}" if prune_from else "own"
+        else:  # a baseline belongs to the students it was cut like: own only if from its teacher
+            source = "own" if cut == r["teacher"] else f"from {cut}"
         out.append({**r, "part": part, "family": family, "pruned_from": cut, "source": source})
     return out
 
@@ -72,7 +76,8 @@ def optimum_table(rows: list[dict[str, Any]],
         if r["alpha"] < 1:
             groups.setdefault(tuple(r[k] for k in GROUP_KEYS), []).append(r)
     out = []
-    for key, cells in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for key, every in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        cells = shared_seeds(every, lambda r: r["teacher_params"], lambda r: r["seed"])
         by_t: dict[int, list[dict[str, Any]]] = {}
         for r in cells:
             by_t.setdefault(r["teacher_params"], []).append(r)
@@ -103,6 +108,7 @@ def optimum_table(rows: list[dict[str, Any]],
             "best_gain_edge": None if jg is None else _edge(jg, last),
             "spread": max(means) - min(means),
             "noise": max([*known, noise_floor]), "noise_measured": bool(known),
+            "noise_seed_sd": max(known) if known else None,
             "parts": sorted({r["part"] for r in cells})})
         out.append(entry)
     return out
@@ -252,7 +258,16 @@ def optimum_line(g: dict[str, Any]) -> str:
     n = len(g["seeds"])
     return (f"S {_m(g['student_target'])}, {g['tokens']:,} tok, {n} seed{'s' * (n != 1)}: "
             f"best {g['best']} ({_m(g['best_params'])}, {g['ratio']:.2f}x), {where}{beat} "
-            f"(noise {g['noise']:.4f}{'' if g['noise_measured'] else ', floor'}){gain}")
+            f"(noise {_noise_text(g)}){gain}")
+
+
+def _noise_text(g: dict[str, Any]) -> str:
+    """``0.0040`` measured, ``0.0040, floor`` unmeasured, or ``0.0040, floor; seeds 0.0021``
+    when the measured seed spread is under the floor."""
+    sd = g.get("noise_seed_sd")
+    if not g["noise_measured"] or sd is None:
+        return f"{g['noise']:.4f}, floor"
+    return f"{g['noise']:.4f}" + ("" if sd >= g["noise"] else f", floor; seeds {sd:.4f}")
 
 
 def control_line(c: dict[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 from capgap.cli.common import table
 from capgap.sweep.store import read_rows
 
-PAIR_KEYS = ("teacher", "student_target", "allocation", "init", "tokens", "seed")
+PAIR_KEYS = ("student_target", "allocation", "init", "tokens", "seed")  # and the cut-from teacher
 
 COLUMNS: list[tuple[str, str, str]] = [
     ("student_m", "student", ".3f"),
@@ -35,11 +35,11 @@ COLUMNS: list[tuple[str, str, str]] = [
 def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Finished distilled rows, each with its baseline's loss, the gain, and a mark on the
     best teacher of its (student size, objective, setting)."""
-    done = [r for r in rows if r["status"] == "done"]
-    base = {tuple(r[k] for k in PAIR_KEYS): r["val_loss"] for r in done if r["alpha"] >= 1}
+    done = [r for r in rows if r["status"] == "done" and r.get("val_loss") is not None]
+    base = {_student(r): r["val_loss"] for r in done if r["alpha"] >= 1}
     out = []
     for r in (r for r in done if r["alpha"] < 1):
-        b = base.get(tuple(r[k] for k in PAIR_KEYS))
+        b = base.get(_student(r))
         out.append({**r, "student_m": r["student_params"] / 1e6,
                     "teacher_m": r["teacher_params"] / 1e6,
                     "ratio": r["teacher_params"] / r["student_params"],
@@ -47,6 +47,13 @@ def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "best": ""})
     _mark_best(out)
     return out
+
+
+def _student(r: dict[str, Any]) -> tuple:
+    """The student a row trained: the teacher it was cut from (its own unless a same-init
+    control), its size, allocation, init, budget and seed. A baseline pairs with every
+    distilled cell of its student, whichever teacher distils it."""
+    return (r.get("pruned_from") or r["teacher"], *(r[k] for k in PAIR_KEYS))
 
 
 def _mark_best(rows: list[dict[str, Any]]) -> None:

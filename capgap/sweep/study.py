@@ -172,13 +172,15 @@ def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[dict[str, Any]]],
                out: Path) -> dict[str, Any]:
     from capgap.report.synthesis import synthesis, tag_rows
 
+    families = _family_names(cfg)
     rows: list[dict[str, Any]] = []
     for name, mine in part_rows.items():
         if name in cfg.parts:
             sweep = cfg.sweep(name)
-            rows += tag_rows(mine, name, _family_name(sweep), sweep.students.prune_from)
-    first = cfg.sweep(next(iter(cfg.parts)))
-    out_syn = synthesis(rows, _family_name(first), first.objectives[0],
+            rows += tag_rows(mine, name, families[name], sweep.students.prune_from)
+    first_name = next(iter(cfg.parts))
+    first = cfg.sweep(first_name)
+    out_syn = synthesis(rows, families[first_name], first.objectives[0],
                         first.students.allocations[0])
     paper = [g for g in out_syn["optima"] if g["init"] == "pruned" and g["source"] == "own"]
     out_syn["laws"], out_syn["findings"] = _pooled_laws(rows, paper, first.law_bootstrap, out)
@@ -221,9 +223,19 @@ def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boo
     return laws, found
 
 
-def _family_name(sweep: SweepConfig) -> str:
-    pre = sweep.teachers.pretrain
-    return Path(pre.family).stem if pre is not None else "models"
+def _family_names(cfg: StudyConfig) -> dict[str, str]:
+    """Each part's teacher family as the synthesis pools it: the family's name (``models``
+    for parts that bring their own), made unique with the pretraining hash where two parts
+    share a name but not their teachers, so their cells are never pooled."""
+    label, ident = {}, {}
+    for name in cfg.parts:
+        sweep = cfg.sweep(name)
+        pre = sweep.teachers.pretrain
+        label[name] = Path(pre.family).stem if pre is not None else "models"
+        ident[name] = family_key(sweep) or json.dumps(sweep.teachers.models, default=str)
+    return {name: label[name] if len({ident[o] for o in cfg.parts if label[o] == label[name]})
+            == 1 else f"{label[name]}-{hashlib.sha256(ident[name].encode()).hexdigest()[:8]}"
+            for name in cfg.parts}
 
 
 def _load_record(out: Path) -> dict[str, Any]:

@@ -72,3 +72,17 @@ def test_h3_is_answered_from_the_bracket_when_too_few_optima_are_interior():
                     n_boot=20)
     h3 = findings([], agree, {"objective": "soft_ce"})["h3"]
     assert h3["verdict"] == "not rejected" and h3["bracket"]["common"] == pytest.approx([2, 8 / 3])
+
+
+def test_a_curve_uses_shared_seeds_and_one_student_size_per_teacher():
+    from capgap.law.cells import Cell
+    from capgap.law.optimum import build_curve
+
+    cells = [Cell(100.0, 300.0, 5.00, seed="0"), Cell(100.0, 300.0, 4.90, seed="1"),
+             Cell(120.0, 600.0, 4.95, seed="0")]  # T=300 has an extra seed; sizes differ
+    curve = build_curve(cells)
+    assert [len(v) for v in curve.values] == [1, 1] and curve.means.tolist() == [5.00, 4.95]
+    assert curve.student_params == pytest.approx(110.0)  # not (100 + 100 + 120) / 3
+    unseeded = build_curve([Cell(100.0, 300.0, 5.0), Cell(100.0, 300.0, 4.9),
+                            Cell(100.0, 600.0, 4.95)])
+    assert [len(v) for v in unseeded.values] == [2, 1]  # nothing to balance on

@@ -69,3 +69,14 @@ def test_flat_curves_within_noise_say_the_gap_does_not_matter():
     rows = _rows(lambda s, t: 4.0)
     f = findings(rows, None, WHERE)
     assert f["h1"]["verdict"] == "no" and f["h2"]["verdict"] == "not testable"
+
+
+def test_a_size_without_an_optimum_and_a_law_without_an_interval_still_print():
+    from capgap.law.bracket import ratio_text
+
+    rows = _rows(lambda s, t: 4.0 + 0.1 * math.log(t / s))
+    f = findings(rows, fit_source(rows, where={"objective": "soft_ce"}, n_boot=50), WHERE)
+    f["h2"]["sizes"][0] |= {"best_teacher": None, "ratio": None}  # a quadratic with no vertex
+    assert "best none, censored" in "\n".join(findings_lines(f))
+    assert ratio_text({"ratio": 2.4, "ratio_ci": None}) == "T* = 2.4·S (no interval)"
+    assert ratio_text({"ratio": 2.4, "ratio_ci": [2.1, 2.9]}) == "T* = 2.4·S [2.1, 2.9]"

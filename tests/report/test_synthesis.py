@@ -247,3 +247,32 @@ def test_another_allocation_sits_beside_the_studys_over_its_own_baselines(tmp_pa
              "unit": "total", "status": "insufficient"} for a in ("global", "uniform")]
     assert [r[1] for r in glance_rows(laws)] == ["soft_ce (global)", "soft_ce (uniform)"]
     assert glance_rows(laws[:1])[0][1] == "soft_ce"
+
+
+def test_a_control_that_ran_its_own_baselines_does_not_replace_the_papers():
+    """Each control baseline (teacher Ti, student cut from T0) is the T0-cut student trained
+    alone (the same loss as the paper's T0 baseline): it pairs with the control's cells,
+    never with the student pruned from Ti."""
+    paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95})  # baselines 0.05 worse
+    control = [row(t, x, cut="T0", alpha=a) for t, x0 in {"T1": 4.97, "T2": 4.93}.items()
+               for a, x in ((0.5, x0), (1.0, 5.05))]
+    rows = tag_rows(paper, "paper", "fam") + tag_rows(control, "control", "fam", "T0")
+    match = {"family": "fam", "objective": "soft_ce", "allocation": "global", "tokens": 1000}
+    where = {"objective": "soft_ce", "allocation": "global", "init": "pruned", "tokens": 1000}
+    (size,) = findings(pooled_rows(rows, baselines=True, **match), None, where)["h1"]["sizes"]
+    assert size["gain"] == pytest.approx([0.05, 0.05, 0.05])
+    own = next(g for g in optimum_table(rows) if g["source"] == "own")
+    assert own["gain"] == pytest.approx([0.05, 0.05, 0.05])
+
+
+def test_teachers_are_compared_on_the_seeds_they_all_have():
+    """While seeds are filling in, T0 has a second (luckier) seed the others lack: the best
+    teacher and the loss are judged on seed 0 alone, which every teacher has."""
+    rows = paper_rows(1000, {"T0": 5.00, "T1": 4.99, "T2": 5.05})
+    rows += [row("T0", 4.97, seed=1), row("T0", 5.02, seed=1, alpha=1.0)]
+    tagged = tag_rows(rows, "p", "fam")
+    (g,) = optimum_table(tagged)
+    assert g["seeds"] == [0] and g["best"] == "T1" and g["loss"][0] == pytest.approx(5.00)
+    where = {"objective": "soft_ce", "allocation": "global", "init": "pruned", "tokens": 1000}
+    (size,) = findings(tagged, None, where)["h1"]["sizes"]
+    assert size["loss"][0] == pytest.approx(5.00) and size["seed_sd"] == [0.0, 0.0, 0.0]

@@ -79,7 +79,7 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     capsys.readouterr()
     assert main(["study", "--config", str(path), "--out", str(out), "--report"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("paper: ") and ("T*/S in (" in line or "ratio " in line)
+    assert any(line.startswith("paper: ") and ("T*/S in (" in line or "T* = " in line)
                for line in lines), lines  # the law, or the bracket when there is none
     assert (out / "paper" / "law.json").is_file() and (out / "summary.md").is_file()
     assert json.loads((out / "study.json").read_text())["synthesis"]["control"] == \
@@ -104,3 +104,17 @@ def test_bad_parts_are_refused_before_anything_runs(sweep_root, tmp_path, capsys
     assert not (tmp_path / "o").exists()
     assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--report"]) == 2
     assert "no study folder" in capsys.readouterr().err
+
+
+def test_parts_pool_a_family_only_when_they_share_its_teachers(sweep_root):
+    from capgap.sweep.study import _family_names
+
+    base = yaml.safe_load((sweep_root / "sweep.yaml").read_text())
+    longer = {"teachers": {"pretrain": {"train": {"tokens": 16384}}}}
+    cfg = config.from_dict(StudyConfig, {"base": base, "parts": {
+        "a": {}, "b": {"tokens": [4096]}, "c": longer}})
+    names = _family_names(cfg)
+    assert names["a"] == names["b"] != names["c"]  # same teachers: one family, pooled
+    assert all(n.startswith("family-") for n in names.values())  # which family is which
+    assert _family_names(config.from_dict(StudyConfig, {"base": base, "parts": {
+        "a": {}, "b": {"tokens": [4096]}}})) == {"a": "family", "b": "family"}
