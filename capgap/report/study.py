@@ -9,7 +9,7 @@ from typing import Any
 
 from capgap.law.bracket import bracket_text, common_text, ratio_text
 from capgap.report.findings import PAPER_RATIO, findings_lines
-from capgap.report.synthesis import control_line, optimum_line
+from capgap.report.synthesis import control_line, optimum_line, relative_line
 
 BUDGET_IMAGE = "optimum_vs_budget.png"
 CONTROL_IMAGE = "control.png"
@@ -122,7 +122,12 @@ def sections(record: dict[str, Any],
         out.append({"title": f"How the optimum moves with the budget ({p['family']}, "
                              f"{p['objective']}, own-pruned students)",
                     "image": image(BUDGET_IMAGE),
-                    "pre": [optimum_line(g) for g in budget]})
+                    "text": "After the optima, every teacher's loss minus the smallest "
+                            "teacher's, per budget. The larger teachers' penalty (pruning "
+                            "damage net of their gain) shrinking with the budget is the "
+                            "optimum moving up before it shows as a change of argmin.",
+                    "pre": [optimum_line(g) for g in budget]
+                    + [relative_line(g) for g in budget]})
     for key, title, figure, text in BESIDE_PAPER:
         if syn.get(key):
             out.append({"title": title, "text": text, "image": image(figure),

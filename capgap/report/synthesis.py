@@ -261,6 +261,15 @@ def optimum_line(g: dict[str, Any]) -> str:
             f"(noise {_noise_text(g)}){gain}")
 
 
+def relative_line(g: dict[str, Any]) -> str:
+    """``S 0.3M, 150,000 tok: T1 +0.431, T2 +0.811`` — each teacher's loss minus the smallest
+    teacher's (negative: better than the smallest)."""
+    rel = ", ".join(f"{t} {x - g['loss'][0]:+.3f}"
+                    for t, x in zip(g["teachers"][1:], g["loss"][1:], strict=True))
+    return (f"S {_m(g['student_target'])}, {g['tokens']:,} tok, vs {g['teachers'][0]}: "
+            + (rel or "one teacher"))
+
+
 def _noise_text(g: dict[str, Any]) -> str:
     """``0.0040`` measured, ``0.0040, floor`` unmeasured, or ``0.0040, floor; seeds 0.0021``
     when the measured seed spread is under the floor."""

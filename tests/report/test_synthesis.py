@@ -148,6 +148,8 @@ def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
     assert "| p | 12 done | 0.00 h | 1.00 h | total: insufficient — r |" in text
     assert "best T1 (1.2M, 4.00x), inside the range" in text
     assert "best T2 (1.8M, 6.00x), censored at the high edge" in text
+    assert "S 0.3M, 1,000 tok, vs T0: T1 -0.100, T2 +0.100" in text  # the penalty per budget
+    assert "S 0.3M, 4,000 tok, vs T0: T1 -0.100, T2 -0.200" in text
     assert budget_figure(syn["budget"], tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 1000
     brackets = {g["tokens"]: [1.5, None] for g in syn["budget"]}  # unbounded above too
