@@ -32,6 +32,7 @@ from capgap.distill.cache import CachedTeacherLoader, TeacherCacheConfig
 from capgap.distill.losses import TopKTeacher
 from capgap.errors import CapgapError
 from capgap.io import write_json
+from capgap.models.init import reinitialise
 from capgap.models.params import count_params
 from capgap.runs import RunDir
 from capgap.train.distributed import Parallel, setup
@@ -165,34 +166,6 @@ def make_step(teacher: nn.Module | None, obj: ObjectiveConfig):  # noqa: ANN201 
     return step
 
 
-def reinit(model: nn.Module, seed: int) -> nn.Module:
-    """Re-initialise every weight in place with the model's own ``_init_weights`` (same shapes).
-
-    Works for vanilla HF students and for global-pruned ones (per-layer shapes), which keep
-    their class, config and pruning record. Transformers 5 skips tensors flagged
-    ``_is_hf_initialized`` (set on load), so the flags are cleared first. Buffers are not
-    weights and are kept: ``_init_weights`` recomputes rotary frequencies from the config, and
-    a global-pruned model's config holds its per-layer maxima (hidden / most heads need not be
-    the head size), so recomputing them would train the student on other positions than the
-    ones it is evaluated with after reloading.
-    """
-    init = getattr(model, "init_weights", None)
-    if not callable(init):
-        raise CapgapError(f"--init scratch needs a Hugging Face model; {type(model).__name__} "
-                          "has no init_weights()")
-    for obj in (*model.modules(), *model.parameters(), *model.buffers()):
-        if getattr(obj, "_is_hf_initialized", False):
-            obj._is_hf_initialized = False
-    kept = [(m, {k: None if b is None else b.detach().clone() for k, b in m._buffers.items()})
-            for m in model.modules()]
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        init()
-    for module, buffers in kept:  # set back, whether init() wrote in place or replaced them
-        module._buffers.update(buffers)
-    return model
-
-
 def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any, nn.Module | None]:
     """Student (trainable, fp32), its tokenizer, and the frozen teacher (or None)."""
     from capgap.distill.chunked import check_vocab
@@ -202,7 +175,7 @@ def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any,
     if tokenizer is None:
         raise CapgapError(f"{cfg.student} has no tokenizer; the student's tokenizer feeds the data")
     if cfg.init == "scratch":
-        reinit(student, cfg.train.seed)
+        reinitialise(student, cfg.train.seed)
     student = student.to(device=device, dtype=torch.float32)
     teacher = None
     if cfg.objective.alpha < 1:

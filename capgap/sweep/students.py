@@ -20,6 +20,7 @@ from typing import Any
 
 from capgap.errors import CapgapError
 from capgap.io import write_json
+from capgap.models.init import reinitialise
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, Teacher, safe_name
 
@@ -135,32 +136,6 @@ def make_student(teacher: Any, tokenizer: Any, scores: Any, cell: CellSpec, fold
         "sparsity": report["achieved_sparsity"],
         "prune_s": round(time.perf_counter() - start, 3),
     })
-
-
-def reinitialise(model: Any, seed: int) -> None:
-    """Fresh weights, same shapes: HF-style init (normal(0, initializer_range), zero biases,
-    unit norms), seeded so a scratch student is reproducible.
-
-    Every 2-D weight is redrawn, whatever its module class: GPT-2's attention and MLP are
-    ``Conv1D``, not ``nn.Linear``, and must not keep the teacher's pruned weights.
-    """
-    import torch
-    from torch import nn
-
-    std = float(getattr(model.config, "initializer_range", 0.02))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, nn.Parameter) and weight.ndim == 2:
-                weight.copy_(torch.randn(weight.shape, generator=gen) * std)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.LayerNorm) or "RMSNorm" in type(module).__name__:
-                if getattr(module, "weight", None) is not None:
-                    module.weight.fill_(1.0)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
 
 
 def student_meta(out: Path, cell: CellSpec) -> dict[str, Any]:

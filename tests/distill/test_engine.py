@@ -138,12 +138,12 @@ def test_resume_with_changed_config_names_every_key(pair, tmp_path):
 
 
 def test_scratch_init_reinitialises_same_shape(pair):
-    from capgap.distill.engine import reinit
     from capgap.models.anymodel import load_any_model
+    from capgap.models.init import reinitialise
 
     _, student, _ = pair
     given, _ = load_any_model(student)
-    a, b = reinit(load_any_model(student)[0], 0), reinit(load_any_model(student)[0], 0)
+    a, b = reinitialise(load_any_model(student)[0], 0), reinitialise(load_any_model(student)[0], 0)
     w = "gpt_neox.layers.0.mlp.dense_h_to_4h.weight"
     sa, sb, sg = a.state_dict(), b.state_dict(), given.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # seeded: reproducible
@@ -158,8 +158,8 @@ def test_scratch_init_keeps_the_rotary_frequencies_of_a_global_pruned_student(pa
     head size; re-initialising must not recompute the positions from it (the student would
     train on other rotary frequencies than it is reloaded and evaluated with)."""
     from capgap.data import PackedLoader
-    from capgap.distill.engine import reinit
     from capgap.models.anymodel import load_any_model
+    from capgap.models.init import reinitialise
     from capgap.prune import prune, score
 
     teacher, _, _ = pair
@@ -171,7 +171,7 @@ def test_scratch_init_keeps_the_rotary_frequencies_of_a_global_pruned_student(pa
     assert c.hidden_size != 16 * c.num_attention_heads  # the case that went wrong
     before = {n: b.clone() for n, b in pruned.named_buffers()}
     assert any(n.endswith("inv_freq") for n in before)
-    reinit(pruned, 0)
+    reinitialise(pruned, 0)
     after = dict(pruned.named_buffers())
     assert before.keys() == after.keys()
     assert all(torch.equal(before[n], after[n]) for n in before)
