@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
             s = cfg.sweep(name)
             family = s.teachers.pretrain.family if s.teachers.pretrain else s.teachers.models
             print(f"{name}: teachers {family}; sizes {s.students.sizes}; tokens {s.tokens}; "
-                  f"seeds {s.seeds}; objectives {s.objectives}; init {s.students.init}"
+                  f"seeds {s.seeds}; objectives {s.objectives}; init {s.students.init}; "
+                  f"allocations {s.students.allocations}"
                   + (f"; prune_from {s.students.prune_from}" if s.students.prune_from else ""))
         return 0
     if args.report:

@@ -118,3 +118,14 @@ def test_parts_pool_a_family_only_when_they_share_its_teachers(sweep_root):
     assert all(n.startswith("family-") for n in names.values())  # which family is which
     assert _family_names(config.from_dict(StudyConfig, {"base": base, "parts": {
         "a": {}, "b": {"tokens": [4096]}}})) == {"a": "family", "b": "family"}
+
+
+def test_list_names_every_part_and_its_grid_without_running(sweep_root, tmp_path, capsys):
+    base = yaml.safe_load((sweep_root / "sweep.yaml").read_text())
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": base, "parts": {
+        "a": {}, "u": {"students": {"allocations": ["uniform"]}}}}))
+    assert main(["study", "--config", str(path), "--out", str(tmp_path / "o"), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["a", "u"]
+    assert lines[1].endswith("allocations ['uniform']") and not (tmp_path / "o").exists()
