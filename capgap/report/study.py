@@ -197,12 +197,22 @@ def glance_rows(laws: list[dict[str, Any]]) -> list[list[str]]:
                     [total.get("n_points", 0), n if n is not None else "?"])
         rows.append([family, f"{objective} ({allocation})" if several else objective,
                      f"{tokens:,}",
-                     ",".join(str(x) for x in total.get("seeds", [])), h1,
+                     _seeds_text(total), h1,
                      f"{interior[0]} of {interior[1]}"
                      + (f" ({hyp['resolved']} beyond noise)" if interior[0] and
                         hyp.get("resolved") is not None else ""), hyp.get("h3", "-"), fit,
                      bracket(total), bracket(units.get("non_embedding"))])
     return rows
+
+
+def _seeds_text(law: dict[str, Any]) -> str:
+    """``0,1,2``, or ``0,1 (all in 1 of 3 sizes)`` while some sizes still miss a seed (their
+    teachers are compared on the seeds they share)."""
+    seeds = law.get("seeds", [])
+    text = ",".join(str(x) for x in seeds)
+    used = law.get("seeds_used") or {}
+    full = sum(1 for v in used.values() if len(v) == len(seeds))
+    return text if full == len(used) else f"{text} (all in {full} of {len(used)} sizes)"
 
 
 def _cell(value: str | list[str], fmt: Any) -> str:

@@ -219,8 +219,21 @@ def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boo
                          "tokens": tokens, "unit": unit, "file": f"laws/{name}",
                          "parts": sorted({r["part"] for r in mine}),
                          "seeds": sorted({r["seed"] for r in mine}),
+                         "seeds_used": _seeds_used(mine),
                          "hypotheses": hypotheses(answer)} | law_summary(law))
     return laws, found
+
+
+def _seeds_used(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Per student size, the seeds its teachers are compared on (those they all have)."""
+    from capgap.law.optimum import shared_seeds
+
+    sizes: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        sizes.setdefault(r["student_target"], []).append(r)
+    return {str(int(size)): sorted({r["seed"] for r in shared_seeds(
+        cells, lambda r: r["teacher_params"], lambda r: r["seed"])})
+            for size, cells in sorted(sizes.items())}
 
 
 def _family_names(cfg: StudyConfig) -> dict[str, str]:

@@ -187,6 +187,9 @@ def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():
     assert row == ["fam", "soft_ce", "2,000,000", "0,1", "yes; own effect in 2 of 3",
                    "1 of 3 (0 beyond noise)",
                    "not rejected", "insufficient", "(1.25, 3.68)x (inside)", "no single ratio"]
+    (half,) = glance_rows([law("total", [1.25, 3.68], True,
+                               seeds_used={"300000": [0, 1], "500000": [0]})])
+    assert half[3] == "0,1 (all in 1 of 2 sizes)"  # seed 1 still landing for 0.5M
     (fit,) = glance_rows([law("total", [2.0, None], None, status="ok", ratio=2.4,
                               ratio_ci=[2.1, 2.9], n_points=3)])  # a record without verdicts
     assert fit[4:] == ["-", "3 of 3", "-", "T* = 2.4·S [2.1, 2.9]", "(2.00, inf)x", "-"]

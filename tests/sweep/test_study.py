@@ -129,3 +129,13 @@ def test_list_names_every_part_and_its_grid_without_running(sweep_root, tmp_path
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["a", "u"]
     assert lines[1].endswith("allocations ['uniform']") and not (tmp_path / "o").exists()
+
+
+def test_seeds_used_are_those_every_teacher_of_a_size_has():
+    from capgap.sweep.study import _seeds_used
+
+    def r(size: int, t: int, seed: int) -> dict:
+        return {"student_target": size, "teacher_params": t, "seed": seed}
+
+    rows = [r(3, 6, 0), r(3, 6, 1), r(3, 9, 0), r(3, 9, 1), r(5, 6, 0), r(5, 6, 1), r(5, 9, 0)]
+    assert _seeds_used(rows) == {"3": [0, 1], "5": [0]}
