@@ -262,7 +262,7 @@ def optimum_line(g: dict[str, Any]) -> str:
 
 
 def relative_line(g: dict[str, Any]) -> str:
-    """``S 0.3M, 150,000 tok: T1 +0.431, T2 +0.811`` — each teacher's loss minus the smallest
+    """``S 0.3M, 150,000 tok, vs T0: T1 +0.431, T2 +0.811``: each teacher's loss minus the smallest
     teacher's (negative: better than the smallest)."""
     rel = ", ".join(f"{t} {x - g['loss'][0]:+.3f}"
                     for t, x in zip(g["teachers"][1:], g["loss"][1:], strict=True))
