@@ -26,9 +26,12 @@ from capgap.report.tables import (
     status_counts,
     teacher_rows,
 )
+from capgap.sweep.store import NAMES as STORE_COLUMNS
 from capgap.sweep.store import read_rows
 
 REPORT_DIR = "report"
+CELLS_CSV = "cells.csv"
+_PATH_COLUMNS = ("teacher_path", "student_path", "cell_dir", "model_dir")
 
 
 def build_report(sweep_dir: str | Path) -> Path:
@@ -42,9 +45,25 @@ def build_report(sweep_dir: str | Path) -> Path:
     law = _law(sweep_dir)
     if law is not None and law.get("status") not in ("error", "pending"):
         figures.append(_law_figure(law, out))
+    write_cells_csv(rows, out / CELLS_CSV)
     page = _page(sweep_dir, rows, [f for f in figures if f is not None], law)
     write_text(out / "index.html", page)
     return out / "index.html"
+
+
+def write_cells_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Every cell of the sweep database as CSV, for pandas, a spreadsheet or a git diff: the
+    ``cells`` columns (``capgap.sweep.store.COLUMNS``) without the machine's run paths, one
+    row per cell in key order."""
+    import csv
+    import io
+
+    names = [c for c in STORE_COLUMNS if c not in _PATH_COLUMNS]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=names, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: r["key"]))
+    write_text(path, buf.getvalue())
 
 
 def _targets(rows: list[dict[str, Any]]) -> list[int]:
@@ -156,7 +175,8 @@ def _page(sweep_dir: Path, rows: list[dict[str, Any]], figures: list[tuple[str, 
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status_counts(rows).items()))
     paired = paired_rows(rows)
     body = [f"<h1>capgap sweep: {html.escape(str(sweep_dir))}</h1>",
-            f"<p>cells: {html.escape(counts or 'none')}</p>", _law_html(law)]
+            f"<p>cells: {html.escape(counts or 'none')} (all of them: "
+            f"<a href='{CELLS_CSV}'>{CELLS_CSV}</a>)</p>", _law_html(law)]
     for name, caption in figures:
         data = base64.b64encode((sweep_dir / REPORT_DIR / name).read_bytes()).decode()
         body.append(f'<figure><a href="{name}"><img src="data:image/png;base64,{data}" '

@@ -78,3 +78,19 @@ def test_summary_pairs_each_cell_with_its_baseline(sweep):
 def test_report_of_a_folder_without_a_sweep_is_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "results.sqlite" in capsys.readouterr().err
+
+
+def test_report_exports_every_cell_as_csv_without_machine_paths(sweep):
+    import csv
+
+    assert main(["report", str(sweep)]) == 0
+    with open(sweep / "report" / "cells.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 + 2 * sum(1 for s in STUDENTS for t in TEACHERS if t > s)
+    assert [r["key"] for r in rows] == sorted(r["key"] for r in rows)
+    broken = next(r for r in rows if r["key"] == "broken")
+    assert broken["status"] == "failed" and "boom" in broken["error"]
+    done = next(r for r in rows if r["key"] == "300000-500000-soft_ce")
+    assert float(done["val_loss"]) == pytest.approx(_loss(300_000, 500_000))
+    assert "cell_dir" not in done and "model_dir" not in done  # this machine's paths
+    assert "cells.csv" in (sweep / "report" / "index.html").read_text()
