@@ -87,6 +87,16 @@ class Optimum:
         return self.censored_edge is not None
 
 
+def shared_seeds_by(items: list[T], group: Callable[[T], Hashable],
+                    teacher: Callable[[T], Hashable],
+                    seed: Callable[[T], Hashable | None]) -> dict[Hashable, list[T]]:
+    """``items`` per ``group`` (a student size), each restricted by :func:`shared_seeds`."""
+    groups: dict[Hashable, list[T]] = {}
+    for it in items:
+        groups.setdefault(group(it), []).append(it)
+    return {g: shared_seeds(v, teacher, seed) for g, v in groups.items()}
+
+
 def build_curve(cells: list[Cell]) -> SizeCurve:
     """Gather one size's cells by teacher size (cells of one teacher are its replicates, on
     the seeds all teachers share). The size is the mean over teachers of each teacher's

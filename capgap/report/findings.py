@@ -21,7 +21,7 @@ import statistics
 from typing import Any
 
 from capgap.law.bracket import PAPER_RATIO, SIGNAL, bracket_text, ratio_text
-from capgap.law.optimum import shared_seeds
+from capgap.law.optimum import shared_seeds_by
 from capgap.report.tables import paired_rows
 
 NOISE_FLOOR = 0.004  # FINDINGS.md: seed noise at 150k tokens was <= 0.004 nats
@@ -46,12 +46,10 @@ def findings(rows: list[dict[str, Any]], law: dict[str, Any] | None, where: dict
 
 def _by_size(paired: list[dict[str, Any]]) -> dict[int, dict[int, list[dict[str, Any]]]]:
     """Rows per size and teacher, on the seeds all of the size's teachers share."""
-    sizes: dict[int, list[dict[str, Any]]] = {}
-    for r in paired:
-        sizes.setdefault(r["student_target"], []).append(r)
     out: dict[int, dict[int, list[dict[str, Any]]]] = {}
-    for size, rows in sizes.items():
-        for r in shared_seeds(rows, lambda r: r["teacher_params"], lambda r: r["seed"]):
+    for size, rows in shared_seeds_by(paired, lambda r: r["student_target"],
+                                      lambda r: r["teacher_params"], lambda r: r["seed"]).items():
+        for r in rows:
             out.setdefault(size, {}).setdefault(r["teacher_params"], []).append(r)
     return out
 

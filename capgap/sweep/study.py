@@ -226,13 +226,11 @@ def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boo
 
 def _seeds_used(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
     """Per student size, the seeds its teachers are compared on (those they all have)."""
-    from capgap.law.optimum import shared_seeds
+    from capgap.law.optimum import shared_seeds_by
 
-    sizes: dict[Any, list[dict[str, Any]]] = {}
-    for r in rows:
-        sizes.setdefault(r["student_target"], []).append(r)
-    return {str(int(size)): sorted({r["seed"] for r in shared_seeds(
-        cells, lambda r: r["teacher_params"], lambda r: r["seed"])})
+    sizes = shared_seeds_by(rows, lambda r: r["student_target"], lambda r: r["teacher_params"],
+                            lambda r: r["seed"])
+    return {str(int(size)): sorted({r["seed"] for r in cells})
             for size, cells in sorted(sizes.items())}
 
 
@@ -240,15 +238,15 @@ def _family_names(cfg: StudyConfig) -> dict[str, str]:
     """Each part's teacher family as the synthesis pools it: the family's name (``models``
     for parts that bring their own), made unique with the pretraining hash where two parts
     share a name but not their teachers, so their cells are never pooled."""
-    label, ident = {}, {}
+    label, unique = {}, {}
     for name in cfg.parts:
         sweep = cfg.sweep(name)
         pre = sweep.teachers.pretrain
         label[name] = Path(pre.family).stem if pre is not None else "models"
-        ident[name] = family_key(sweep) or json.dumps(sweep.teachers.models, default=str)
-    return {name: label[name] if len({ident[o] for o in cfg.parts if label[o] == label[name]})
-            == 1 else f"{label[name]}-{hashlib.sha256(ident[name].encode()).hexdigest()[:8]}"
-            for name in cfg.parts}
+        models = json.dumps(sweep.teachers.models, default=str).encode()
+        unique[name] = family_key(sweep) or f"models-{hashlib.sha256(models).hexdigest()[:8]}"
+    shared = {lab: {unique[n] for n in cfg.parts if label[n] == lab} for lab in label.values()}
+    return {n: label[n] if len(shared[label[n]]) == 1 else unique[n] for n in cfg.parts}
 
 
 def _load_record(out: Path) -> dict[str, Any]:
