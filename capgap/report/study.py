@@ -12,6 +12,7 @@ from capgap.report.findings import PAPER_RATIO, findings_lines
 from capgap.report.synthesis import control_line, optimum_line, relative_line
 
 BUDGET_IMAGE = "optimum_vs_budget.png"
+PENALTY_IMAGE = "loss_vs_teacher.png"
 CONTROL_IMAGE = "control.png"
 SCRATCH_IMAGE = "scratch.png"
 OBJECTIVES_IMAGE = "objectives.png"
@@ -122,12 +123,14 @@ def sections(record: dict[str, Any],
         out.append({"title": f"How the optimum moves with the budget ({p['family']}, "
                              f"{p['objective']}, own-pruned students)",
                     "image": image(BUDGET_IMAGE),
-                    "text": "After the optima, every teacher's loss minus the smallest "
-                            "teacher's, per budget. The larger teachers' penalty (pruning "
-                            "damage net of their gain) shrinking with the budget is the "
-                            "optimum moving up before it shows as a change of argmin.",
-                    "pre": [optimum_line(g) for g in budget]
-                    + [relative_line(g) for g in budget]})
+                    "pre": [optimum_line(g) for g in budget]})
+        out.append({"title": "Every teacher against the smallest, per budget",
+                    "text": "Each teacher's distilled loss minus the smallest teacher's "
+                            "(negative: the larger teacher wins). The larger teachers' penalty "
+                            "(pruning damage net of their gain) shrinking with the budget is "
+                            "the optimum moving up before it shows as a change of argmin.",
+                    "image": image(PENALTY_IMAGE),
+                    "pre": [relative_line(g) for g in budget]})
     for key, title, figure, text in BESIDE_PAPER:
         if syn.get(key):
             out.append({"title": title, "text": text, "image": image(figure),

@@ -341,6 +341,50 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path,
     return True
 
 
+def penalty_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
+    """Every teacher's distilled loss minus the smallest teacher's, against T/S, one panel per
+    student size, one line per budget (bars: seed sd where measured; grey: within 3 x noise
+    of zero). Below zero the larger teacher wins; a budget's curve sinking is the optimum
+    moving up before the argmin changes. Symlog y: pruning penalties near 1.5 nats and
+    margins of 0.02 in one view. False (nothing written) without a row."""
+    if not budget:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from capgap.law.units import format_size
+    from capgap.report.html import ratio_axis
+
+    sizes = sorted({g["student_target"] for g in budget})
+    budgets = sorted({g["tokens"] for g in budget})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.4 * len(sizes), 3.8), squeeze=False)
+    for ax, s in zip(axes[0], sizes, strict=True):
+        mine = [g for g in budget if g["student_target"] == s]
+        noise = max(g["noise"] for g in mine)
+        ax.axhspan(-SIGNAL * noise, SIGNAL * noise, color="k", alpha=0.1, lw=0,
+                   label=f"within {SIGNAL:g} x noise")
+        for g in mine:
+            colour = f"C{budgets.index(g['tokens'])}"
+            xs = [t / s for t in g["teacher_params"]]
+            ys = [x - g["loss"][0] for x in g["loss"]]
+            err = [sd or 0.0 for sd in g["seed_sd"]]
+            ax.errorbar(xs, ys, yerr=err if any(err) else None, fmt="o-", ms=4, capsize=2,
+                        color=colour, label=f"{format_size(g['tokens'])} tok")
+            j = min(range(len(ys)), key=lambda i: (ys[i], i))
+            ax.plot(xs[j], ys[j], "*", ms=12, color=colour, mec="black")
+        ax.axvline(PAPER_RATIO, color="k", ls=":", lw=1, label=f"paper ~{PAPER_RATIO:g}x")
+        ax.set_xscale("log")
+        ratio_axis(ax.xaxis)
+        ax.set_yscale("symlog", linthresh=0.05)
+        ax.set_xlabel("teacher / student (total params)")
+        ax.set_ylabel("loss − smallest teacher's (nats, symlog)")
+        ax.set_title(f"S {_m(s)} (★ best teacher per budget)", fontsize=9)
+    _save_panels(fig, axes[0], path)
+    return True
+
+
 def control_figure(control: list[dict[str, Any]], path: str | Path) -> bool:
     """The evidence of a control (or scratch) comparison: distilled loss against teacher
     size, one panel per group — the group (solid) beside students pruned from each teacher

@@ -139,11 +139,17 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
         BUDGET_IMAGE,
         CONTROL_IMAGE,
         OBJECTIVES_IMAGE,
+        PENALTY_IMAGE,
         SCRATCH_IMAGE,
         index_html,
         summary_markdown,
     )
-    from capgap.report.synthesis import budget_figure, control_figure, objectives_figure
+    from capgap.report.synthesis import (
+        budget_figure,
+        control_figure,
+        objectives_figure,
+        penalty_figure,
+    )
     from capgap.sweep.store import DB_NAME, read_rows
 
     rows = {name: read_rows(out / name) for name in record["parts"]
@@ -158,6 +164,7 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
                 and law["objective"] == primary.get("objective")
                 and law["allocation"] == primary.get("allocation")}
     figures = {BUDGET_IMAGE: budget_figure(syn["budget"], out / BUDGET_IMAGE, brackets),
+               PENALTY_IMAGE: penalty_figure(syn["budget"], out / PENALTY_IMAGE),
                CONTROL_IMAGE: control_figure(syn["control"], out / CONTROL_IMAGE),
                SCRATCH_IMAGE: control_figure(syn["scratch"], out / SCRATCH_IMAGE),
                ALLOCATION_IMAGE: control_figure(syn["allocation"], out / ALLOCATION_IMAGE),

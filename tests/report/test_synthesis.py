@@ -14,6 +14,7 @@ from capgap.report.synthesis import (
     budget_rows,
     control_rows,
     optimum_table,
+    penalty_figure,
     pooled_rows,
     scratch_rows,
     synthesis,
@@ -155,6 +156,9 @@ def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
     brackets = {g["tokens"]: [1.5, None] for g in syn["budget"]}  # unbounded above too
     assert budget_figure(syn["budget"], tmp_path / "c.png", brackets)
     assert not budget_figure([], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+    assert penalty_figure(syn["budget"], tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert not penalty_figure([], tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
 def test_busy_time_merges_parallel_cells_and_skips_gaps_between_runs():

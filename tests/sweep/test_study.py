@@ -56,6 +56,8 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     assert "![Same-init control](control.png)" in (out / "summary.md").read_text()
     assert (out / "control.png").stat().st_size > 1000 and "control.png" in (
         out / "index.html").read_text()
+    for figure in ("optimum_vs_budget.png", "loss_vs_teacher.png"):  # the paper's setting
+        assert (out / figure).stat().st_size > 1000 and figure in (out / "summary.md").read_text()
     assert record["compute_s"]["teacher pretraining"] > 0 and record["compute_s"]["cells"] > 0
     teachers_once = record["parts"]["paper"]["compute_s"]["teacher pretraining"]
     assert record["compute_s"]["teacher pretraining"] == teachers_once  # shared, counted once
