@@ -13,7 +13,8 @@ from capgap.errors import CapgapError
 HELP = "Fit the capacity-gap law T* = a·S + b from a sweep; recommend a teacher with it."
 
 EPILOG = """exit status: 0 law fitted / prediction printed; 2 bad input (one-line error);
-3 law.json written but no law fitted (fewer than 3 uncensored student sizes)."""
+3 no law fitted (fewer than 3 uncensored student sizes): fit still writes law.json, and
+predict prints the teacher range the sweep's T*/S bracket allows instead of a law's T*."""
 
 INSUFFICIENT = 3
 
@@ -26,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             description="Fit the law from sweep cells or optimal points.",
                             epilog=EPILOG))
     _add_predict(sub.add_parser("predict", help="recommend a teacher size for a student size",
-                                description="Recommend T* for a student size from law.json."))
+                                description="Recommend T* for a student size from law.json "
+                                "(or, when it holds no law, the teacher range its T*/S "
+                                "bracket allows).", epilog=EPILOG))
 
 
 def _add_fit(p: argparse.ArgumentParser) -> None:
@@ -184,15 +187,18 @@ def _num(x: float | None, spec: str) -> str:
 
 def _predict(args: argparse.Namespace) -> int:
     from capgap.law import parse_size, parse_sizes, predict
-    from capgap.law.predict import paper_law
+    from capgap.law.predict import check_law, paper_law, predict_range, read_law
 
-    law = args.law if args.law else paper_law()
+    law = read_law(args.law) if args.law else paper_law()
+    n = parse_size(args.student_params)
     teachers = parse_sizes(args.teachers) if args.teachers else None
-    rec = predict(law, parse_size(args.student_params), teachers)
-    if args.json:
-        print(json.dumps(rec.to_dict(), indent=2))
-    else:
-        print(summarise_prediction(rec))
+    if args.law and law.get("status", "ok") != "ok":
+        law.setdefault("source", args.law)
+        ranged = predict_range(law, n, teachers)
+        print(json.dumps(ranged.to_dict(), indent=2) if args.json else summarise_range(ranged))
+        return INSUFFICIENT
+    rec = predict(check_law(law, args.law or "law"), n, teachers)
+    print(json.dumps(rec.to_dict(), indent=2) if args.json else summarise_prediction(rec))
     return 0
 
 
@@ -214,6 +220,28 @@ def summarise_prediction(rec: Any) -> str:
         lines.append(f"  closest available teacher: {fmt(rec.closest_teacher)} "
                      f"(to the {rec.basis} law's {fmt(rec.target)})")
         lines += [f"    {i}. {fmt(t)}  |ln(T/T*)| = {d:.3f}"
+                  for i, (t, d) in enumerate(rec.ranking, 1)]
+    lines += [f"warning: {w}" for w in rec.warnings]
+    return "\n".join(lines)
+
+
+def summarise_range(rec: Any) -> str:
+    """The teacher range of a law-less sweep in a few human lines."""
+    from capgap.law.units import AS_GIVEN, format_size
+
+    fmt = partial(format_size, si=rec.size_unit != AS_GIVEN)
+    hi = "unbounded" if rec.teacher_hi is None else fmt(rec.teacher_hi)
+    ratio_hi = "inf" if rec.ratio_hi is None else f"{rec.ratio_hi:.2f}"
+    lines = [f"student {fmt(rec.student_params)} ({rec.size_unit}), no law in {rec.source}:",
+             f"  T* lies in ({fmt(rec.teacher_lo)}, {hi}): T*/S in ({rec.ratio_lo:.2f}, "
+             f"{ratio_hi})x, the bound the sweep's teacher grid sets"]
+    if rec.reference_inside is not None:
+        lines.append(f"  the paper's {rec.reference:g}x is "
+                     f"{'inside' if rec.reference_inside else 'outside'} it")
+    if rec.ranking:
+        inside = ", ".join(fmt(t) for t in rec.inside) or "none"
+        lines.append(f"  available teachers inside the range: {inside}")
+        lines += [f"    {i}. {fmt(t)}  " + ("inside" if d == 0 else f"|ln| {d:.3f} outside")
                   for i, (t, d) in enumerate(rec.ranking, 1)]
     lines += [f"warning: {w}" for w in rec.warnings]
     return "\n".join(lines)

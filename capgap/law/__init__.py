@@ -18,12 +18,20 @@ from capgap.law.cells import (
 )
 from capgap.law.law import fit_law, fit_points, fit_source
 from capgap.law.plot import plot_law
-from capgap.law.predict import Recommendation, load_law, predict, rank_teachers
+from capgap.law.predict import (
+    RangeRecommendation,
+    Recommendation,
+    load_law,
+    predict,
+    predict_range,
+    rank_teachers,
+)
 from capgap.law.units import format_size, parse_size, parse_sizes
 
 __all__ = [
     "Cell",
     "Point",
+    "RangeRecommendation",
     "Recommendation",
     "Selection",
     "fit_law",
@@ -38,6 +46,7 @@ __all__ = [
     "parse_sizes",
     "plot_law",
     "predict",
+    "predict_range",
     "rank_teachers",
     "select_cells",
 ]

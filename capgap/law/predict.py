@@ -6,6 +6,10 @@ intervals for the law's value at N, not prediction intervals for one new sweep; 
 law's leave-one-size-out errors say how far single sizes fall from it. When candidate
 teachers are given they are ranked by |ln(T / T*)|: a factor 2 too big counts as much as a
 factor 2 too small, which matches how teacher families are spaced.
+
+A sweep too small for a law (fewer than 3 uncensored sizes) still bounds T*/S on its teacher
+grid (:mod:`capgap.law.bracket`); :func:`predict_range` turns that bound into the range of
+teacher sizes it allows for N, and sorts the candidates by how far they lie outside it.
 """
 
 from __future__ import annotations
@@ -74,8 +78,36 @@ class Recommendation:
                 "source": self.source, **asdict(self), "closest_teacher": self.closest_teacher}
 
 
-def load_law(path: str | Path) -> dict[str, Any]:
-    """Read a law.json written by ``capgap law fit``; refuse files that hold no usable law."""
+@dataclass
+class RangeRecommendation:
+    """The teacher sizes a sweep without a law allows for one student size: its common T*/S
+    bracket times N. A bound from the teacher grid (it assumes the metric is unimodal in
+    teacher size and one ratio for every size), not a confidence interval."""
+
+    student_params: float
+    ratio_lo: float
+    ratio_hi: float | None  # None: unbounded above (best teacher at the top of the grid)
+    teacher_lo: float
+    teacher_hi: float | None
+    size_unit: str
+    extrapolation: float | None  # factor outside the bracketed student sizes, None inside
+    reference: float | None = None  # the paper's ratio, when the fit recorded it
+    reference_inside: bool | None = None
+    ranking: list[tuple[float, float]] = field(default_factory=list)  # (T, ln-distance out)
+    warnings: list[str] = field(default_factory=list)
+    source: str = "fitted"
+
+    @property
+    def inside(self) -> list[float]:
+        """Candidate teachers inside the range."""
+        return [t for t, d in self.ranking if d == 0.0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "range", **asdict(self), "inside": self.inside}
+
+
+def read_law(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a law.json file, fitted or not; a one-line error when unreadable."""
     path = Path(path)
     if not path.is_file():
         raise CapgapError(f"{path}: no such law file (write one with capgap law fit)")
@@ -83,7 +115,68 @@ def load_law(path: str | Path) -> dict[str, Any]:
         law = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CapgapError(f"{path}: not valid JSON ({e})") from None
-    return check_law(law, str(path))
+    if not isinstance(law, dict):
+        raise CapgapError(f"{path}: not a capgap law (a JSON object is expected)")
+    return law
+
+
+def load_law(path: str | Path) -> dict[str, Any]:
+    """Read a law.json written by ``capgap law fit``; refuse files that hold no usable law."""
+    return check_law(read_law(path), str(path))
+
+
+def predict_range(law: Mapping[str, Any] | str | Path, student_params: float,
+                  teachers: Sequence[float] | None = None) -> RangeRecommendation:
+    """The teacher range a law.json's common T*/S bracket allows for ``student_params``, with
+    ``teachers`` sorted by |ln| distance outside it (0 inside; ties inside by distance to the
+    range's geometric middle, or by size when it is unbounded above)."""
+    source = str(law) if isinstance(law, (str, Path)) else None
+    law = read_law(law) if isinstance(law, (str, Path)) else dict(law)
+    name = source or "law"
+    bracket = law.get("bracket") or {}
+    reason = (law.get("reason") or str(law.get("status"))).split(": ")[0]
+    if not bracket.get("common"):
+        why = ("its sizes admit no single T*/S" if bracket.get("n_sizes")
+               else "it holds no T*/S bracket")
+        raise CapgapError(f"{name}: no law was fitted ({reason}) and no teacher range to "
+                          f"offer: {why}")
+    n = _positive(student_params)
+    si = law.get("size_unit") != AS_GIVEN
+    lo, hi = bracket["common"]
+    sizes = [b["student_params"] for b in bracket["sizes"]]
+    rec = RangeRecommendation(
+        student_params=n, ratio_lo=float(lo), ratio_hi=None if hi is None else float(hi),
+        teacher_lo=lo * n, teacher_hi=None if hi is None else hi * n,
+        size_unit=law.get("size_unit", AS_GIVEN),
+        extrapolation=_extrapolation([min(sizes), max(sizes)], n),
+        reference=bracket.get("reference"), reference_inside=bracket.get("reference_inside"),
+        source=law.get("source") or source or "fitted")
+    rec.warnings.append(f"no law was fitted ({reason}); this is the range the teacher grid "
+                        "allows if the metric is unimodal in teacher size and one T*/S holds "
+                        "for every size, not a confidence interval")
+    if rec.extrapolation is not None:
+        side = (f"above the largest ({format_size(max(sizes), si)})" if n > max(sizes) else
+                f"below the smallest ({format_size(min(sizes), si)})")
+        rec.warnings.append(f"extrapolating: N is {rec.extrapolation:.3g}x {side} bracketed "
+                            "student size")
+    if teachers:
+        rec.ranking = _rank_by_range(teachers, rec.teacher_lo, rec.teacher_hi)
+    return rec
+
+
+def _rank_by_range(teachers: Sequence[float], lo: float,
+                   hi: float | None) -> list[tuple[float, float]]:
+    """Candidates sorted by how far outside (lo, hi) they lie in |ln T|; 0 inside."""
+    ts = _sizes(teachers)
+
+    def outside(t: float) -> float:
+        if t <= lo:
+            return math.log(lo / t)
+        return math.log(t / hi) if hi is not None and t >= hi else 0.0
+
+    middle = None if hi is None else math.sqrt(lo * hi)
+    return sorted(((t, outside(t)) for t in ts),
+                  key=lambda p: (p[1], abs(math.log(p[0] / middle)) if middle else p[0], p[0]))
 
 
 def check_law(law: Any, name: str = "law") -> dict[str, Any]:
@@ -92,7 +185,8 @@ def check_law(law: Any, name: str = "law") -> dict[str, Any]:
         raise CapgapError(f"{name}: not a capgap law (needs keys {', '.join(_REQUIRED)})")
     if law["status"] != "ok":
         common = common_text(law.get("bracket"))
-        hint = "" if not common else f"; its sizes bound T*/S to {common}, a range, not a law"
+        hint = ("" if not common else f"; its sizes bound T*/S to {common}, a range, not a "
+                "law (capgap law predict prints the teacher range it allows)")
         raise CapgapError(f"{name}: no law was fitted "
                           f"({(law.get('reason') or law['status']).split(': ')[0]}){hint}")
     return dict(law)
@@ -104,9 +198,7 @@ def predict(law: Mapping[str, Any] | str | Path, student_params: float,
     source = str(law) if isinstance(law, (str, Path)) else None
     law = load_law(law) if isinstance(law, (str, Path)) else check_law(law)
     source = law.get("source") or source or "fitted"
-    n = float(student_params)
-    if not math.isfinite(n) or n <= 0:
-        raise CapgapError(f"student size must be a positive number, got {student_params}")
+    n = _positive(student_params)
     si = law["size_unit"] != AS_GIVEN
     linear = law["slope"] * n + law["intercept"]
     ratio = law["ratio"] * n
@@ -133,9 +225,7 @@ def predict(law: Mapping[str, Any] | str | Path, student_params: float,
 
 def rank_teachers(teachers: Sequence[float], target: float) -> list[tuple[float, float]]:
     """Candidates sorted by distance in log-size |ln(T / target)|, closest first."""
-    ts = [float(t) for t in teachers]
-    if any(not math.isfinite(t) or t <= 0 for t in ts):
-        raise CapgapError(f"teacher sizes must be positive numbers, got {teachers}")
+    ts = _sizes(teachers)
     return sorted(((t, abs(math.log(t / target))) for t in ts), key=lambda p: (p[1], p[0]))
 
 
@@ -157,3 +247,17 @@ def _extrapolation(size_range: Sequence[float], n: float) -> float | None:
     if n < lo * (1 - 1e-9):
         return lo / n
     return None
+
+
+def _positive(student_params: float) -> float:
+    n = float(student_params)
+    if not math.isfinite(n) or n <= 0:
+        raise CapgapError(f"student size must be a positive number, got {student_params}")
+    return n
+
+
+def _sizes(teachers: Sequence[float]) -> list[float]:
+    ts = [float(t) for t in teachers]
+    if any(not math.isfinite(t) or t <= 0 for t in ts):
+        raise CapgapError(f"teacher sizes must be positive numbers, got {teachers}")
+    return ts

@@ -74,10 +74,24 @@ def test_insufficient_sizes_exit_3_without_r2(tmp_path, capsys, make_cells):
     assert "no law fitted" in printed and "R²" not in printed
     assert "bracket (grid bound, any size): " in printed
     assert _strict_json(out)["status"] == "insufficient"
+    law = _strict_json(out)
+    lo, hi = law["bracket"]["common"]
+    rc = main(["law", "predict", "--law", str(out), "--student-params", "1M", "--json"])
+    ranged = json.loads(capsys.readouterr().out)
+    assert rc == 3 and ranged["status"] == "range"  # not a law's T*, so not exit 0
+    assert ranged["teacher_lo"] == pytest.approx(lo * 1e6)
+    assert ranged["teacher_hi"] == (None if hi is None else pytest.approx(hi * 1e6))
+    rc = main(["law", "predict", "--law", str(out), "--student-params", "1M",
+               "--teachers", f"{lo * 0.5}M,{lo * 1.1}M"])
+    printed = capsys.readouterr().out
+    assert rc == 3 and "T* lies in (" in printed and "not a confidence interval" in printed
+    assert f"inside the range: {format_size(lo * 1.1e6)}" in printed
+
+    law["bracket"]["common"] = None  # sizes that admit no single ratio: nothing to offer
+    out.write_text(json.dumps(law))
     rc = main(["law", "predict", "--law", str(out), "--student-params", "1M"])
     err = capsys.readouterr().err
-    assert rc == 2 and "no law was fitted" in err and err.count("\n") == 1
-    assert "bound T*/S to (" in err  # the bracket, offered as a range
+    assert rc == 2 and "no teacher range to offer" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args", [

@@ -8,7 +8,15 @@ import math
 import pytest
 
 from capgap.errors import CapgapError
-from capgap.law import fit_law, fit_points, load_law, parse_size, parse_sizes, predict
+from capgap.law import (
+    fit_law,
+    fit_points,
+    load_law,
+    parse_size,
+    parse_sizes,
+    predict,
+    predict_range,
+)
 
 
 @pytest.fixture
@@ -86,3 +94,46 @@ def test_size_parsing():
     for bad in ("abc", "-3M", "0", ""):
         with pytest.raises(CapgapError):
             parse_size(bad)
+
+
+def _ranged_law(common, sizes=(1e6, 2e6)) -> dict:
+    """A law.json with no fit but a common T*/S bracket, as ``capgap law fit`` writes it."""
+    return {"status": "insufficient", "reason": "2 uncensored student size(s): more needed",
+            "size_unit": "total parameters",
+            "bracket": {"common": common, "n_sizes": len(sizes), "reference": 2.5,
+                        "reference_inside": common[0] < 2.5 < (common[1] or math.inf),
+                        "sizes": [{"student_params": s} for s in sizes]}}
+
+
+def test_a_law_less_sweep_offers_its_bracket_as_a_teacher_range():
+    rec = predict_range(_ranged_law([1.5, 4.0]), 1.5e6, teachers=[1e6, 2e6, 4e6, 8e6, 3e6])
+    assert (rec.teacher_lo, rec.teacher_hi) == pytest.approx((2.25e6, 6e6))
+    assert rec.reference_inside is True and rec.extrapolation is None
+    assert sorted(rec.inside) == [3e6, 4e6]
+    assert rec.ranking[0][0] == 4e6  # nearer the range's geometric middle, 3.67M, in ln
+    outside = rec.ranking[2:]
+    assert [t for t, _ in outside] == [2e6, 8e6, 1e6]
+    assert [d for _, d in outside] == pytest.approx(
+        [math.log(2.25 / 2), math.log(8 / 6), math.log(2.25)])
+    assert any("not a confidence interval" in w for w in rec.warnings)
+    assert json.loads(json.dumps(rec.to_dict()))["status"] == "range"
+
+
+def test_a_range_unbounded_above_and_an_extrapolation():
+    rec = predict_range(_ranged_law([3.7, None]), 8e6, teachers=[50e6, 30e6, 20e6])
+    assert rec.teacher_hi is None and rec.teacher_lo == pytest.approx(29.6e6)
+    assert rec.inside == [30e6, 50e6]  # unbounded: the smaller, cheaper teacher first
+    assert rec.extrapolation == pytest.approx(4.0)
+    assert any("4x above the largest" in w for w in rec.warnings)
+
+
+def test_no_range_without_a_common_bracket(make_cells):
+    with pytest.raises(CapgapError, match="admit no single T\\*/S"):
+        predict_range({"status": "insufficient", "bracket": {"common": None, "n_sizes": 2}}, 1e6)
+    with pytest.raises(CapgapError, match="holds no T\\*/S bracket"):
+        predict_range({"status": "insufficient"}, 1e6)
+    law = fit_law(make_cells(n_sizes=2, seeds=2), n_boot=50)
+    rec = predict_range(law, 1e6)
+    lo, hi = law["bracket"]["common"]
+    assert rec.teacher_lo == pytest.approx(lo * 1e6)
+    assert rec.teacher_hi == (None if hi is None else pytest.approx(hi * 1e6))
