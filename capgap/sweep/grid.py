@@ -72,8 +72,12 @@ class CellSpec:
 
 
 def safe_name(text: str) -> str:
-    """A folder-safe name for a teacher path or hub name."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(text).rstrip("/")).name or str(text))
+    """A folder-safe name for a teacher path or hub name: its last part, or the run folder's
+    name for a capgap run's ``RUN/model`` (so ``fam/T1/model`` and ``fam/T2/model`` differ)."""
+    path = Path(str(text).rstrip("/"))
+    if path.name == "model" and path.parent.name:
+        path = path.parent
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name or str(text))
     return name.strip("._") or "teacher"
 
 

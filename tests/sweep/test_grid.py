@@ -10,7 +10,7 @@ from capgap import config
 from capgap.cli import main
 from capgap.errors import CapgapError
 from capgap.sweep import SweepConfig
-from capgap.sweep.grid import Teacher, build_grid, cell_key, resolve_targets
+from capgap.sweep.grid import Teacher, build_grid, cell_key, resolve_targets, safe_name
 
 T = [Teacher("S", "s", 1_000_000, 500_000, "s"), Teacher("L", "l", 2_000_000, 1_500_000, "l")]
 
@@ -95,3 +95,10 @@ def test_same_init_control_cuts_every_student_from_one_teacher():
     assert all(c.source is None for c in paper)
     with pytest.raises(CapgapError, match="no teacher named 'X'"):
         build_grid(grid_cfg(prune_from="X"), T)
+
+
+def test_teacher_names_from_paths_and_hub_names():
+    assert safe_name("EleutherAI/pythia-70m-deduped") == "pythia-70m-deduped"
+    assert safe_name("runs/family/T1/") == "T1"
+    assert [safe_name(f"runs/family/T{i}/model") for i in (1, 2)] == ["T1", "T2"]
+    assert safe_name("my model (v2)") == "my_model_v2"

@@ -77,3 +77,20 @@ def test_the_study_preset_is_the_study_issue_7_asks_for():
     assert any(p.teachers.pretrain.family == "gpt2-micro" for p in parts.values())
     objectives = [p for p in parts.values() if set(p.objectives) >= {"reverse_kl", "jsd"}]
     assert objectives and set(objectives[0].tokens) <= set(budgets)  # baselines ran there
+
+
+def test_the_4m_extension_uses_the_study_teachers_and_settings():
+    """study-4m reads the study's pretrained teachers by folder: a change to the study's
+    family must move these paths too, and every setting but the budget must stay the study's
+    so its losses compare with the study's 2M cells."""
+    from capgap.sweep.study import StudyConfig, family_key
+
+    study = config.load(StudyConfig, preset_path("study", "study"))
+    largest = study.sweep("largest")
+    ext = config.load(SweepConfig, preset_path("sweep", "study-4m"))
+    folder = f"results/study/teachers/{family_key(largest)}"
+    assert ext.teachers.models and all(m.rsplit("/", 1)[0] == folder for m in ext.teachers.models)
+    assert ext.tokens == [4_000_000] > largest.tokens
+    assert set(ext.students.sizes) <= set(largest.students.sizes)
+    for field in ("train", "eval", "scoring", "objective", "data", "baseline", "objectives"):
+        assert getattr(ext, field) == getattr(largest, field), field
