@@ -134,14 +134,13 @@ def predict_range(law: Mapping[str, Any] | str | Path, student_params: float,
     law = read_law(law) if isinstance(law, (str, Path)) else dict(law)
     name = source or "law"
     bracket = law.get("bracket") or {}
-    reason = (law.get("reason") or str(law.get("status"))).split(": ")[0]
+    reason = _reason(law)
     if not bracket.get("common"):
         why = ("its sizes admit no single T*/S" if bracket.get("n_sizes")
                else "it holds no T*/S bracket")
         raise CapgapError(f"{name}: no law was fitted ({reason}) and no teacher range to "
                           f"offer: {why}")
     n = _positive(student_params)
-    si = law.get("size_unit") != AS_GIVEN
     lo, hi = bracket["common"]
     sizes = [b["student_params"] for b in bracket["sizes"]]
     rec = RangeRecommendation(
@@ -155,10 +154,8 @@ def predict_range(law: Mapping[str, Any] | str | Path, student_params: float,
                         "allows if the metric is unimodal in teacher size and one T*/S holds "
                         "for every size, not a confidence interval")
     if rec.extrapolation is not None:
-        side = (f"above the largest ({format_size(max(sizes), si)})" if n > max(sizes) else
-                f"below the smallest ({format_size(min(sizes), si)})")
-        rec.warnings.append(f"extrapolating: N is {rec.extrapolation:.3g}x {side} bracketed "
-                            "student size")
+        rec.warnings.append(_extrapolation_warning(rec.extrapolation, [min(sizes), max(sizes)],
+                                                   n, law.get("size_unit"), "bracketed"))
     if teachers:
         rec.ranking = _rank_by_range(teachers, rec.teacher_lo, rec.teacher_hi)
     return rec
@@ -188,7 +185,7 @@ def check_law(law: Any, name: str = "law") -> dict[str, Any]:
         hint = ("" if not common else f"; its sizes bound T*/S to {common}, a range, not a "
                 "law (capgap law predict prints the teacher range it allows)")
         raise CapgapError(f"{name}: no law was fitted "
-                          f"({(law.get('reason') or law['status']).split(': ')[0]}){hint}")
+                          f"({_reason(law)}){hint}")
     return dict(law)
 
 
@@ -213,11 +210,8 @@ def predict(law: Mapping[str, Any] | str | Path, student_params: float,
         rec.warnings.append(f"the linear law gives T* = {format_size(linear, si)} <= 0 here; "
                             "ranking uses the proportional law")
     if rec.extrapolation is not None:
-        lo, hi = law["size_range"]
-        side = f"above the largest ({format_size(hi, si)})" if n > hi else \
-            f"below the smallest ({format_size(lo, si)})"
-        rec.warnings.append(f"extrapolating: N is {rec.extrapolation:.3g}x {side} fitted "
-                            "student size")
+        rec.warnings.append(_extrapolation_warning(rec.extrapolation, law["size_range"], n,
+                                                   law["size_unit"], "fitted"))
     if teachers:
         rec.ranking = rank_teachers(teachers, rec.target)
     return rec
@@ -261,3 +255,18 @@ def _sizes(teachers: Sequence[float]) -> list[float]:
     if any(not math.isfinite(t) or t <= 0 for t in ts):
         raise CapgapError(f"teacher sizes must be positive numbers, got {teachers}")
     return ts
+
+
+def _reason(law: Mapping[str, Any]) -> str:
+    """Why a law.json holds no law, its reason's first clause (else its status)."""
+    return (law.get("reason") or str(law.get("status"))).split(": ")[0]
+
+
+def _extrapolation_warning(factor: float, size_range: Sequence[float], n: float,
+                           size_unit: str | None, what: str) -> str:
+    """``extrapolating: N is 4x above the largest (2M) fitted student size``."""
+    lo, hi = size_range
+    si = size_unit != AS_GIVEN
+    side = (f"above the largest ({format_size(hi, si)})" if n > hi else
+            f"below the smallest ({format_size(lo, si)})")
+    return f"extrapolating: N is {factor:.3g}x {side} {what} student size"
