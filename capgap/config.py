@@ -8,6 +8,7 @@ writes the fully resolved config a run used, so it can be re-run verbatim.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 import types
@@ -21,14 +22,45 @@ from capgap.errors import CapgapError
 from capgap.io import write_text
 
 T = TypeVar("T")
+_RULES = contextvars.ContextVar("capgap_config_rules", default=True)
 
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+class RawText(str):
+    """A ``--set key=value`` value as typed: parsed as YAML only where the field is not a
+    string, so ``--set student="runs/my run #2"`` or a folder named ``on`` stay strings."""
+
+
+def _coerce_raw(text: RawText, tp: Any, where: str) -> Any:
+    parsed = _yaml_scalar(str(text))
+    args = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
+    if parsed is None and type(None) in args:
+        return None
+    if str not in args:
+        return _coerce(parsed, tp, where)
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    if isinstance(parsed, str):
+        return parsed if quoted else str(text)
+    try:
+        return _coerce(parsed, tp, where)  # e.g. int | str: 67000000 is a number, 3B a string
+    except CapgapError:
+        return str(text)
+
+
+def _yaml_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
+    if isinstance(value, RawText):
+        return _coerce_raw(value, tp, where)
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -117,9 +149,17 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     except TypeError as e:
         raise CapgapError(f"{where}: {e}") from None
     validate = getattr(obj, "validate", None)
-    if callable(validate):
+    if callable(validate) and _RULES.get():
         validate()
     return obj
+
+
+def checked(obj: T) -> T:
+    """A config built in Python, validated as a YAML file would be (types, choices and every
+    section's ``validate``); the API's entry points call it so no path skips the checks."""
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        raise CapgapError(f"expected a config object, got {type(obj).__name__}")
+    return from_dict(type(obj), to_dict(obj), where=type(obj).__name__)
 
 
 def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -148,24 +188,33 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise CapgapError(f"override '{text}' must look like key.sub=value")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
+    return key.strip().split("."), RawText(raw)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings onto a nested dict (values parsed as YAML scalars)."""
+    """Apply ``a.b=value`` strings onto a nested dict (as :class:`RawText`, parsed by type)."""
     for text in overrides:
         path, value = _parse_override(text)
-        node = data
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise CapgapError(f"override '{text}': '{part}' is not a section")
-        node[path[-1]] = value
+        _set(data, path, value, f"override '{text}'")
     return data
+
+
+def apply_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Set ``{"a.b": value}`` onto a nested dict as they are: a command-line flag's string
+    stays a string (``--student "runs/my run #2"``, a folder named ``on``), never YAML."""
+    for key, value in values.items():
+        if value is not None:
+            _set(data, key.split("."), value, f"'{key}'")
+    return data
+
+
+def _set(data: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise CapgapError(f"{what}: '{part}' is not a section")
+    node[path[-1]] = value
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -186,11 +235,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load and validate config ``cls`` from YAML ``path`` (optional) plus overrides."""
+def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+         values: dict[str, Any] | None = None, rules: bool = True) -> T:
+    """Load and validate config ``cls`` from YAML ``path`` (optional), then typed ``values``
+    (``{"a.b": value}``, e.g. from flags), then ``key=value`` override strings (which win).
+    ``rules=False`` checks keys and types only, not each section's ``validate`` (so an
+    incomplete config can still be printed as a template)."""
     data = read_yaml(path) if path is not None else {}
+    data = apply_values(data, dict(values or {}))
     data = apply_overrides(data, list(overrides or []))
-    return from_dict(cls, data, where=str(path) if path is not None else "config")
+    token = _RULES.set(rules)
+    try:
+        return from_dict(cls, data, where=str(path) if path is not None else "config")
+    finally:
+        _RULES.reset(token)
 
 
 def to_dict(obj: Any) -> Any:
@@ -206,6 +264,11 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def dumps(obj: Any) -> str:
+    """The fully resolved config as YAML text (the form :func:`load` reads back)."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
 def dump(obj: Any, path: str | Path) -> None:
     """Atomically write the fully resolved config as YAML."""
-    write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+    write_text(path, dumps(obj))

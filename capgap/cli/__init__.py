@@ -77,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
+    from capgap.cli.common import ConfigPrinted
+
     try:
         return int(args._run(args) or 0)
+    except ConfigPrinted:
+        return 0
     except CapgapError as e:
         print(f"capgap {args.stage}: error: {e}", file=sys.stderr)
         return 2

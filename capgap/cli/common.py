@@ -32,6 +32,13 @@ def add_config_flags(p: argparse.ArgumentParser, stage: str) -> None:
     p.add_argument("--preset", help=f"a shipped config ({names})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set train.tokens=2e6 (repeatable)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file, preset, flags and --set applied) "
+                   "as YAML and exit without running")
+
+
+class ConfigPrinted(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """--print-config did its job: the command stops here with status 0."""
 
 
 def preset_names(stage: str) -> list[str]:
@@ -49,13 +56,21 @@ def preset_path(stage: str, name: str) -> Path:
 
 
 def load_stage_config(cls: type[T], stage: str, args: argparse.Namespace,
-                      default_preset: str | None = None) -> T:
-    """The stage's config from --config or --preset (or the default preset) plus --set."""
+                      default_preset: str | None = None,
+                      flags: dict[str, Any] | None = None) -> T:
+    """The stage's config from --config or --preset (or the default preset), then the
+    stage's own ``flags`` (``{"a.b": value}``, None for a flag not given; set as typed
+    values, never re-parsed), then --set (which wins)."""
     if args.config and args.preset:
         raise CapgapError("give either --config or --preset, not both")
     path = args.config or (preset_path(stage, args.preset or default_preset)
                            if (args.preset or default_preset) else None)
-    return cfgmod.load(cls, path, args.overrides)
+    printing = getattr(args, "print_config", False)
+    cfg = cfgmod.load(cls, path, args.overrides, values=flags, rules=not printing)
+    if printing:
+        sys.stdout.write(cfgmod.dumps(cfg))
+        raise ConfigPrinted
+    return cfg
 
 
 def print_json(obj: Any) -> None:

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
              "data.corpus": args.corpus, "init": args.init, "train.parallel": args.parallel,
              "teacher_cache.top_k": args.teacher_cache,
              "teacher_cache.enabled": True if args.teacher_cache else None}
-    args.overrides = [f"{k}={v if k != 'train.tokens' else int(v)}"
-                      for k, v in flags.items() if v is not None] + args.overrides
-    cfg = load_stage_config(DistillConfig, "distill", args, default_preset="paper")
+    if args.tokens is not None:
+        flags["train.tokens"] = int(args.tokens)
+    cfg = load_stage_config(DistillConfig, "distill", args, default_preset="paper", flags=flags)
     if args.force and not args.resume:
         raise CapgapError("--force only applies with --resume")
     res = distill(cfg, args.out, resume=args.resume, overwrite=args.overwrite, force=args.force)

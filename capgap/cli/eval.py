@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,21 @@ def run(args: argparse.Namespace) -> int:
     return _run_heldout(args)
 
 
+def _note_per_layer_shapes(models: list[str]) -> None:
+    """A global-allocation student loads here but not in plain transformers: say how."""
+    from capgap.models.anymodel import PRUNING_META, resolve_model_path
+
+    for m in models:
+        if (Path(resolve_model_path(m)) / PRUNING_META).is_file():
+            print(f"note: {m} has per-layer shapes (global allocation): capgap loads it; for "
+                  f"plain transformers run `capgap convert pruned {m} --out DIR`",
+                  file=sys.stderr)
+
+
 def _run_heldout(args: argparse.Namespace) -> int:
     from capgap.evaluate.api import evaluate_model
 
+    _note_per_layer_shapes(args.model)
     results = [evaluate_model(m, corpus=args.corpus, max_bytes=args.max_bytes,
                               seq_len=args.seq_len, batch_size=args.batch_size)
                for m in args.model]
@@ -74,6 +87,7 @@ def _run_heldout(args: argparse.Namespace) -> int:
 def _run_lm_eval(args: argparse.Namespace) -> int:
     from capgap.evaluate.lm_eval import evaluate_tasks
 
+    _note_per_layer_shapes(args.model)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     limit = args.limit
     if limit is not None:

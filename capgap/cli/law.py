@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from capgap.errors import CapgapError
+from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR
 
 HELP = "Fit the capacity-gap law T* = a·S + b from a sweep; recommend a teacher with it."
 
@@ -48,16 +49,17 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimum", choices=["argmin", "quadratic"], default="argmin",
                    help="best teacher fitted per size: the best teacher run (default) or the "
                    "vertex of a quadratic in log teacher size")
-    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
-                   help="bootstrap resamples (default 2000)")
-    p.add_argument("--ci", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--bootstrap", type=int, default=LAW_BOOTSTRAP, metavar="N",
+                   help=f"bootstrap resamples (default {LAW_BOOTSTRAP}, as a sweep's own law)")
+    p.add_argument("--ci", type=float, default=LAW_CI, help=f"interval level (default {LAW_CI})")
     p.add_argument("--ci-method", choices=["auto", "seeds+sizes", "seeds", "sizes"],
                    default="auto", help="what the bootstrap resamples (default: seeds and "
                    "sizes when every cell group has >= 2 seeds, else sizes)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
-    p.add_argument("--tie-floor", type=float, default=0.0, metavar="X",
+    p.add_argument("--tie-floor", type=float, default=NOISE_FLOOR, metavar="X",
                    help="smallest noise, in metric units, for the T*/S bracket: teachers "
-                   "within 3 x max(seed sd, X) of the best count as tied (default 0)")
+                   f"within 3 x max(seed sd, X) of the best count as tied (default "
+                   f"{NOISE_FLOOR}, as a sweep's own law)")
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:

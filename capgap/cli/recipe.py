@@ -38,26 +38,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_flags(m)
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    """Flags as ``key=value`` overrides, applied before ``--set`` (which wins)."""
-    flags: dict[str, Any] = {
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags as typed config values, applied before ``--set`` (which wins)."""
+    return {
         "teacher": args.teacher, "prune.target_params": args.target_params,
         "prune.drop_layers": args.drop_layers,
         "distill.train.tokens": None if args.tokens is None else int(args.tokens),
-        "distill.mixture": None if args.corpus is None else f"[{{corpus: '{args.corpus}'}}]",
+        "distill.mixture": None if args.corpus is None else [{"corpus": args.corpus}],
         "sft.enabled": True if args.sft else None, "sft.data": args.sft,
         "sft.chat_template": args.chat_template, "law.law": args.law,
         "law.teachers": None if args.teachers is None else
-        "[" + ", ".join(f"'{t.strip()}'" for t in args.teachers.split(",") if t.strip()) + "]",
+        [t.strip() for t in args.teachers.split(",") if t.strip()],
     }
-    return [f"{k}={v}" for k, v in flags.items() if v is not None] + args.overrides
 
 
 def run(args: argparse.Namespace) -> int:
     from capgap.recipe.minima import MinimaConfig, run_minima
 
-    args.overrides = _overrides(args)
-    cfg = load_stage_config(MinimaConfig, "recipe", args)
+    cfg = load_stage_config(MinimaConfig, "recipe", args, flags=_flags(args))
     if args.force and not args.resume:
         raise CapgapError("--force only applies with --resume")
     record = run_minima(cfg, args.out, resume=args.resume, overwrite=args.overwrite,

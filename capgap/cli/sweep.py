@@ -23,14 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
-    """--workers / --backend / --resume, shared with ``capgap pilot``."""
+    """--workers / --backend, shared with ``capgap pilot``. No --resume: re-running a sweep
+    resumes it (finished cells are skipped, interrupted ones continue from a checkpoint)."""
     p.add_argument("--workers", type=int, default=None,
                    help="cells (and teachers) trained at once; each gets cores / N torch "
                         "threads (default: the config's workers)")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local worker processes (default) or Ray tasks (pip install ray)")
-    p.add_argument("--resume", action="store_true",
-                   help="accepted for symmetry: a sweep always resumes what its folder holds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

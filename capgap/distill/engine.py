@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from capgap import config as cfgmod
 from capgap.data.tokenizer import tokenizer_hash
 from capgap.distill.cache import CachedTeacherLoader, TeacherCacheConfig
 from capgap.distill.losses import TopKTeacher
@@ -247,7 +248,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
 
     if resume and is_complete(out):
         return DistillResult(**RunDir(Path(out), True, True).summary()["result"])
-    cfg.validate()
+    cfg = cfgmod.checked(cfg)
     par = setup(cfg.train.parallel, device)
     torch.manual_seed(cfg.train.seed)
     student, tokenizer, teacher = load_pair(cfg, par.device)  # bad input fails before --out

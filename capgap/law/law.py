@@ -49,6 +49,7 @@ from capgap.law.optimum import (
     find_optimum,
 )
 from capgap.law.units import AS_GIVEN
+from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR
 
 MIN_SIZES = 3
 R2_DEFINITION = ("1 - SS_res/SS_tot with SS_tot centred on the mean T*, for both fits "
@@ -57,8 +58,9 @@ R2_DEFINITION = ("1 - SS_res/SS_tot with SS_tot centred on the mean T*, for both
 
 def fit_source(source: str | Path | Sequence[Any], *, where: Mapping[str, Any] | None = None,
                metric: str | None = None, higher_is_better: bool = False, size: str = "total",
-               optimum: str = "argmin", n_boot: int = 2000, ci: float = 0.95,
-               ci_method: str = "auto", seed: int = 0, tie_floor: float = 0.0) -> dict[str, Any]:
+               optimum: str = "argmin", n_boot: int = LAW_BOOTSTRAP, ci: float = LAW_CI,
+               ci_method: str = "auto", seed: int = 0,
+               tie_floor: float = NOISE_FLOOR) -> dict[str, Any]:
     """Load ``source`` (cells CSV/JSONL, sweep folder, points CSV, list of dicts or of
     :class:`Cell`) and fit it; points files go to :func:`fit_points`."""
     if isinstance(source, list) and source and all(isinstance(c, Cell) for c in source):
@@ -84,8 +86,9 @@ def fit_source(source: str | Path | Sequence[Any], *, where: Mapping[str, Any] |
 
 def fit_law(cells: Sequence[Cell], *, where: Mapping[str, Any] | None = None,
             metric: str = "metric", higher_is_better: bool = False, optimum: str = "argmin",
-            n_boot: int = 2000, ci: float = 0.95, ci_method: str = "auto", seed: int = 0,
-            size_unit: str = SIZE_UNITS["total"], tie_floor: float = 0.0) -> dict[str, Any]:
+            n_boot: int = LAW_BOOTSTRAP, ci: float = LAW_CI, ci_method: str = "auto",
+            seed: int = 0, size_unit: str = SIZE_UNITS["total"],
+            tie_floor: float = NOISE_FLOOR) -> dict[str, Any]:
     """Fit the law on sweep cells (selected here: see :func:`~capgap.law.cells.select_cells`).
 
     ``optimum`` picks which per-size best teacher is fitted: ``"argmin"`` (default; the
@@ -118,7 +121,7 @@ def fit_law(cells: Sequence[Cell], *, where: Mapping[str, Any] | None = None,
                                                           strict=True))]
     law["bracket"] = ratio_bracket(curves, sign, tie_floor, reference=PAPER_RATIO)
     law["warnings"] = _cell_warnings(curves, optima, chosen, used) + law["warnings"]
-    law |= {"optimum": optimum, "size_unit": size_unit,
+    law |= {"optimum": optimum, "size_unit": size_unit, "tie_floor": tie_floor,
             "metric": {"name": metric, "higher_is_better": higher_is_better},
             "selection": selection.to_dict()}
     if law["status"] == "insufficient":

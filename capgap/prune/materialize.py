@@ -302,7 +302,9 @@ vanilla Hugging Face config cannot express. Load it with
 
 It is a standard transformers model class with smaller Linear/Conv1D modules (no custom
 code). For lm-evaluation-harness: `HFLM(pretrained=model, tokenizer=tokenizer)`.
-For a vanilla checkpoint (same logits, zero-padded shapes): `capgap prune ... --export vanilla`.
+Plain `AutoModelForCausalLM.from_pretrained(THIS_DIR)` cannot load it. For a vanilla
+checkpoint that it can (same logits, every layer zero-padded to the widest):
+`capgap convert pruned THIS_DIR --out DIR` (or `capgap prune ... --export vanilla`).
 `capgap_pruning.json` records the base config and the kept heads/neurons/hidden dims.
 """
 

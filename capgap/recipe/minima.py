@@ -37,6 +37,7 @@ import torch
 import yaml
 from torch import nn
 
+from capgap import config as cfgmod
 from capgap.distill.engine import ObjectiveConfig
 from capgap.errors import CapgapError
 from capgap.io import write_json
@@ -152,7 +153,7 @@ def run_minima(cfg: MinimaConfig, out: str | Path, resume: bool = False,
     out = Path(out)
     if resume and is_complete(out) and not force:
         return json.loads((out / RECORD).read_text(encoding="utf-8"))
-    cfg.validate()
+    cfg = cfgmod.checked(cfg)
     teacher_config, shape = _plan(cfg)
     law = law_check(cfg, teacher_config, shape)
     run = RunDir.open(out, resume=resume, overwrite=overwrite)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import iter_jsonl, write_json
 from capgap.runs import RunDir
@@ -252,7 +253,7 @@ def instruction_tune(cfg: SFTConfig, model_path: str | Path, out: str | Path,
 
     if resume and is_complete(out):
         return RunDir(Path(out), True, True).summary()
-    cfg.validate()
+    cfg = cfgmod.checked(cfg)
     model, tokenizer = load_any_model(model_path)
     use_chat_template(tokenizer, cfg.chat_template)  # bad input fails before --out is touched
     train_ex, val_ex, dropped = chat_examples(cfg, tokenizer)

@@ -23,8 +23,7 @@ from typing import Any
 from capgap.law.bracket import PAPER_RATIO, SIGNAL, bracket_text, ratio_text
 from capgap.law.optimum import shared_seeds_by
 from capgap.report.tables import paired_rows
-
-NOISE_FLOOR = 0.004  # FINDINGS.md: seed noise at 150k tokens was <= 0.004 nats
+from capgap.results.defaults import NOISE_FLOOR
 
 
 def setting_rows(rows: list[dict[str, Any]], where: dict[str, Any]) -> list[dict[str, Any]]:

@@ -30,8 +30,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from capgap.law.bracket import PAPER_RATIO, SIGNAL
 from capgap.law.optimum import shared_seeds
-from capgap.report.findings import NOISE_FLOOR, PAPER_RATIO, SIGNAL
+from capgap.results.defaults import NOISE_FLOOR
 
 GROUP_KEYS = ("family", "objective", "init", "allocation", "source", "tokens", "student_target")
 BASE_KEYS = ("family", "init", "allocation", "tokens", "student_target", "seed", "pruned_from")

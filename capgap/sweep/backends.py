@@ -139,8 +139,8 @@ def _run_ray(payloads: list[Payload], workers: int, on_start: Callback,
     started = not ray.is_initialized()
     if started:
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-    threads = payloads[0]["threads"]
-    task = ray.remote(num_cpus=threads)(run_cell)
+    task = ray.remote(**ray_resources(ray.cluster_resources(), payloads[0]["threads"],
+                                      workers))(run_cell)
     keys: dict[Any, str] = {}
 
     def submit(p: Payload) -> Any:
@@ -157,6 +157,16 @@ def _run_ray(payloads: list[Payload], workers: int, on_start: Callback,
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_resources(cluster: dict[str, float], threads: int, workers: int) -> dict[str, float]:
+    """What each cell's Ray task asks for: its CPU threads and, where the cluster has GPUs,
+    an equal share of them (at most one each). Ray hides every GPU from a task that asks for
+    none, so a cell would silently train on CPU."""
+    gpus = float(cluster.get("GPU", 0))
+    if gpus <= 0:
+        return {"num_cpus": threads}
+    return {"num_cpus": threads, "num_gpus": min(1.0, gpus / max(1, workers))}
 
 
 def _ray_result(ray: Any, ref: Any, key: str) -> Payload:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from capgap.distill.engine import DistillDataConfig, ObjectiveConfig
 from capgap.errors import CapgapError
+from capgap.results.defaults import LAW_BOOTSTRAP
 from capgap.train.loop import OptimConfig, TrainConfig
 from capgap.train.pretrain import EvalConfig, PretrainConfig
 
@@ -100,7 +101,7 @@ class SweepConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     teacher_dtype: str = "auto"
-    law_bootstrap: int = 1000
+    law_bootstrap: int = LAW_BOOTSTRAP
     """Bootstrap resamples of the law fitted at the end."""
     workers: int = 1
     """Processes for teacher pretraining and cells (``--workers`` overrides); each gets

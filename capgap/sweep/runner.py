@@ -52,6 +52,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, workers: int | None = None,
     """Run (or resume) the sweep of ``cfg`` in ``out``; see the module docstring.
     ``workers`` (default: ``cfg.workers``) cells run at once."""
     start = time.perf_counter()
+    cfg = cfgmod.checked(cfg)
     workers = cfg.workers if workers is None else workers
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,13 +226,12 @@ def fit_rows(rows: list[dict[str, Any]], where: dict[str, Any], size: str, n_boo
     recorded as ``{"status": "error", "reason": ...}`` rather than raised."""
     from capgap.errors import CapgapError
     from capgap.law import fit_source
-    from capgap.report.findings import NOISE_FLOOR
 
     if not rows:
         return {"status": "pending", "reason": "no finished cells yet",
                 "selection": {"where": where}}
     try:
-        law = fit_source(rows, where=where, size=size, n_boot=n_boot, tie_floor=NOISE_FLOOR)
+        law = fit_source(rows, where=where, size=size, n_boot=n_boot)
         law["selection"] |= {"source": source, "source_kind": "sqlite"}
         return law
     except CapgapError as e:

@@ -77,6 +77,7 @@ def run_study(cfg: StudyConfig, out: str | Path, *, only: list[str] | None = Non
     """Run (or resume) the parts of ``cfg`` in order into ``out``; return ``study.json``."""
     from capgap.sweep.runner import run_sweep
 
+    cfg = cfgmod.checked(cfg)
     out = Path(out)
     names = list(cfg.parts) if not only else only
     unknown = [n for n in names if n not in cfg.parts]

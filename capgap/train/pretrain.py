@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.models.params import count_params
 from capgap.runs import RunDir, is_complete
@@ -183,6 +184,7 @@ def pretrain(
 
     if workers < 1:
         raise CapgapError(f"workers must be at least 1, got {workers}")
+    cfg = cfgmod.checked(cfg)
     out = Path(out)
     family = load_family(cfg.family)
     sizes = cfg.sizes or [s.name for s in family.sizes]

@@ -86,3 +86,44 @@ class WithFactory:
 def test_partial_section_keeps_the_fields_own_defaults(tmp_path):
     cfg = config.load(WithFactory, None, ["inner.mode=a"])
     assert cfg.inner == Inner(lr=0.5, mode="a")  # not Inner()'s lr=1e-3
+
+
+@dataclass
+class Paths:
+    student: str = ""
+    target: int | str = 0
+    teacher: str | None = "t"
+    extra: dict | None = None
+
+
+def test_set_values_for_string_fields_stay_as_typed():
+    cfg = config.load(Paths, None, ["student=runs/my run #2", "target=67000000",
+                                    "teacher=null", "extra={a: 1}"])
+    assert cfg.student == "runs/my run #2"
+    assert cfg.target == 67_000_000 and cfg.teacher is None and cfg.extra == {"a": 1}
+    cfg = config.load(Paths, None, ["student=on", "target=3B", "teacher='quoted'"])
+    assert cfg.student == "on" and cfg.target == "3B" and cfg.teacher == "quoted"
+
+
+def test_flag_values_are_never_reparsed():
+    cfg = config.load(Paths, None, ["target=5"], values={"student": "on", "teacher": None})
+    assert cfg.student == "on" and cfg.teacher == "t" and cfg.target == 5
+
+
+def test_a_config_built_in_python_is_checked_like_a_file():
+    with pytest.raises(CapgapError, match=r"Outer\.steps: expected an integer"):
+        config.checked(Outer(steps="many"))
+    with pytest.raises(CapgapError, match=r"mode: must be one of"):
+        config.checked(Outer(inner=Inner(mode="c")))
+    assert config.checked(Outer(steps=3)) == Outer(steps=3)
+
+
+def test_python_built_sweep_config_is_validated_before_anything_runs(tmp_path):
+    from capgap.sweep import SweepConfig, run_sweep
+    from capgap.sweep.config import StudentsConfig, TeachersConfig
+
+    cfg = SweepConfig(teachers=TeachersConfig(models=[str(tmp_path / "t")]),
+                      students=StudentsConfig(sizes=[-1.0]))
+    with pytest.raises(CapgapError, match="students.sizes must be positive"):
+        run_sweep(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

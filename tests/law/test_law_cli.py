@@ -124,3 +124,27 @@ def test_bad_student_size_is_one_line(tmp_path, capsys, make_cells):
     rc = main(["law", "predict", "--law", str(out), "--student-params", "three"])
     err = capsys.readouterr().err
     assert rc == 2 and "not a size" in err
+
+
+def test_refitting_a_sweep_gives_the_sweeps_own_answer(tmp_path):
+    """``capgap law fit`` defaults are the sweep's (one set, recorded in law.json): teachers
+    within the noise floor of the best must tie in both, and the resamples agree."""
+    from capgap.results import LAW_BOOTSTRAP, NOISE_FLOOR
+    from capgap.sweep.runner import fit_rows
+
+    losses = {1e6: [5.000, 4.996, 5.100], 2e6: [4.900, 4.897, 4.990]}
+    rows = [{"student_params": s, "teacher_params": t, "metric": m, "seed": 0, "alpha": 0.5,
+             "objective": "soft_ce"}
+            for s, ms in losses.items() for t, m in zip((2 * s, 3 * s, 5 * s), ms, strict=True)]
+    source = tmp_path / "cells.csv"
+    with open(source, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "law.json"
+    main(["law", "fit", str(source), "--out", str(out)])
+    refit = _strict_json(out)
+    own = fit_rows(rows, {}, "total", LAW_BOOTSTRAP, "rows")
+    assert refit["tie_floor"] == own["tie_floor"] == NOISE_FLOOR
+    assert refit["n_boot"] == own["n_boot"] == LAW_BOOTSTRAP
+    assert refit["bracket"] == own["bracket"]

@@ -108,3 +108,19 @@ def test_data_free_baseline_scorer(setup: dict[str, Path]) -> None:
     report = json.loads((setup["root"] / "mag" / "prune_report.json").read_text())
     assert report["scores_from"].startswith("magnitude") and report["calibration_tokens"] is None
     assert report["export"] == {"format": "vanilla"}
+
+
+def test_a_global_student_converts_to_a_checkpoint_plain_transformers_loads(setup: dict[str, Path], capsys) -> None:  # noqa: ANN001
+    assert _run(setup, "g50", "--sparsity", "0.5") == 0
+    src, dst = setup["root"] / "g50", setup["root"] / "g50-vanilla"
+    with pytest.raises(OSError):  # per-layer shapes: what a user meets without the converter
+        AutoModelForCausalLM.from_pretrained(src)
+    assert main(["convert", "pruned", str(src), "--out", str(dst)]) == 0
+    assert "AutoModelForCausalLM.from_pretrained" in capsys.readouterr().out
+    plain = AutoModelForCausalLM.from_pretrained(dst).eval()
+    pruned, _ = load_pruned(src)
+    ids = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids).logits, pruned.eval()(ids).logits, atol=1e-5, rtol=1e-5)
+    assert main(["convert", "pruned", str(dst), "--out", str(setup["root"] / "again")]) == 2
+    assert "loads with AutoModelForCausalLM" in capsys.readouterr().err
