@@ -50,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pruned(args: argparse.Namespace) -> int:
-    from capgap.models.anymodel import PRUNING_META, resolve_model_path
+    from capgap.models.anymodel import PRUNING_META, has_per_layer_shapes, resolve_model_path
     from capgap.prune import load_pruned, save_pruned
 
     if not args.source:
         raise CapgapError("convert pruned needs the student's folder: capgap convert pruned SRC --out DIR")
     src = Path(resolve_model_path(args.source))
-    if not (src / PRUNING_META).is_file():
+    if not has_per_layer_shapes(src):
         raise CapgapError(f"{src} is not a per-layer-shaped capgap student (no {PRUNING_META}); "
                           "it loads with AutoModelForCausalLM.from_pretrained as it is")
     model, tokenizer = load_pruned(src)

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from capgap.cli.common import print_json, table
+from capgap.cli.common import print_json
 from capgap.errors import CapgapError
 from capgap.io import write_json
+from capgap.report.text import table
 
 HELP = ("evaluate models: held-out loss (nats/token), perplexity and bits per byte, or "
         "lm-eval benchmarks with --tasks/--suite; --compare tabulates saved results")
@@ -57,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _note_per_layer_shapes(models: list[str]) -> None:
     """A global-allocation student loads here but not in plain transformers: say how."""
-    from capgap.models.anymodel import PRUNING_META, resolve_model_path
+    from capgap.models.anymodel import has_per_layer_shapes
 
     for m in models:
-        if (Path(resolve_model_path(m)) / PRUNING_META).is_file():
+        if has_per_layer_shapes(m):
             print(f"note: {m} has per-layer shapes (global allocation): capgap loads it; for "
                   f"plain transformers run `capgap convert pruned {m} --out DIR`",
                   file=sys.stderr)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from capgap.cli.common import print_json, table
+from capgap.cli.common import print_json
 from capgap.errors import CapgapError
+from capgap.report.text import table
 
 HELP = "estimate FLOPs, GPU-hours and per-GPU memory of a distillation run; pick the sharding"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from capgap.cli.common import add_config_flags, add_run_flags, load_stage_config, print_json, table
+from capgap.cli.common import add_config_flags, add_run_flags, load_stage_config, print_json
+from capgap.report.text import table
 
 HELP = "pretrain a family of teacher models from scratch on a corpus"
 

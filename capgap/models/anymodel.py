@@ -24,10 +24,16 @@ def resolve_model_path(path_or_name: str | Path) -> str:
     return str(path_or_name)
 
 
+def has_per_layer_shapes(path_or_name: str | Path) -> bool:
+    """Whether the model at ``path_or_name`` (or a run folder's) is in capgap's per-layer
+    format, which plain ``AutoModelForCausalLM.from_pretrained`` cannot load."""
+    return (Path(resolve_model_path(path_or_name)) / PRUNING_META).is_file()
+
+
 def load_any_model(path_or_name: str | Path, dtype: Any = None) -> tuple[nn.Module, Any]:
     """(model, tokenizer) from an HF folder/hub name, a pruned model, or a run folder."""
     target = resolve_model_path(path_or_name)
-    if (Path(target) / PRUNING_META).exists():
+    if has_per_layer_shapes(target):
         from capgap.prune import load_pruned
 
         model, tokenizer = load_pruned(target)

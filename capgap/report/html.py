@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from capgap.cli.common import table
 from capgap.io import atomic_path, write_text
 from capgap.law.bracket import bracket_text
 from capgap.report.tables import (
@@ -26,8 +25,9 @@ from capgap.report.tables import (
     status_counts,
     teacher_rows,
 )
-from capgap.sweep.store import NAMES as STORE_COLUMNS
-from capgap.sweep.store import read_rows
+from capgap.report.text import table
+from capgap.results.store import NAMES as STORE_COLUMNS
+from capgap.results.store import read_rows
 
 REPORT_DIR = "report"
 CELLS_CSV = "cells.csv"
@@ -53,7 +53,7 @@ def build_report(sweep_dir: str | Path) -> Path:
 
 def write_cells_csv(rows: list[dict[str, Any]], path: Path) -> None:
     """Every cell of the sweep database as CSV, for pandas, a spreadsheet or a git diff: the
-    ``cells`` columns (``capgap.sweep.store.COLUMNS``) without the machine's run paths, one
+    ``cells`` columns (``capgap.results.store.COLUMNS``) without the machine's run paths, one
     row per cell in key order."""
     import csv
     import io

@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from capgap.cli.common import table
-from capgap.sweep.store import read_rows
+from capgap.report.text import table
+from capgap.results.store import read_rows
 
 PAIR_KEYS = ("student_target", "allocation", "init", "tokens", "seed")  # and the cut-from teacher
 

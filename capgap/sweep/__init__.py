@@ -10,9 +10,9 @@ processes or Ray), ``store`` (SQLite), ``runner`` (the driver), ``study`` (sever
 sharing their teachers: ``run_study``).
 """
 
+from capgap.results.store import COLUMNS, read_rows
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.runner import SweepSummary, fit_sweep_law, load_law, run_sweep
-from capgap.sweep.store import COLUMNS, read_rows
 from capgap.sweep.study import StudyConfig, run_study
 
 __all__ = ["COLUMNS", "SweepConfig", "SweepSummary", "fit_sweep_law", "load_law", "read_rows",

@@ -16,13 +16,13 @@ from typing import Any
 
 from capgap import config as cfgmod
 from capgap.io import write_json
+from capgap.results.store import DB_NAME, Store
 from capgap.runs import RunDir, is_complete
 from capgap.sweep.backends import execute, threads_per_worker
 from capgap.sweep.cell import cell_payload
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, build_grid, cell_key
 from capgap.sweep.lock import driver_lock
-from capgap.sweep.store import DB_NAME, Store
 from capgap.sweep.students import prepare_students, resolve_teachers, student_dir, student_meta
 
 LAW_NAME = "law.json"
@@ -213,7 +213,7 @@ def fit_sweep_law(cfg: SweepConfig, out: Path) -> dict[str, Any]:
 def fit_setting(cfg: SweepConfig, out: Path, where: dict[str, Any],
                 size: str = "total") -> dict[str, Any]:
     """The law of one setting of the sweep in ``out``; a fit that cannot run is recorded."""
-    from capgap.sweep.store import read_rows
+    from capgap.results.store import read_rows
 
     # done rows only: a cell whose student never got made has no sizes to read
     return fit_rows(read_rows(out, status="done"), where, size, cfg.law_bootstrap,

@@ -106,8 +106,8 @@ def report_study(cfg: StudyConfig, out: str | Path) -> dict[str, Any]:
     """Refit and re-report every part that has a database, running nothing: the laws,
     findings and reports of parts still in progress (or being run by another process, whose
     databases are read read-only), then ``study.json``, ``index.html`` and ``summary.md``."""
+    from capgap.results.store import DB_NAME
     from capgap.sweep.runner import fit_sweep_law
-    from capgap.sweep.store import DB_NAME
 
     out = Path(out)
     if not out.is_dir():
@@ -151,7 +151,7 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
         objectives_figure,
         penalty_figure,
     )
-    from capgap.sweep.store import DB_NAME, read_rows
+    from capgap.results.store import DB_NAME, read_rows
 
     rows = {name: read_rows(out / name) for name in record["parts"]
             if (out / name / DB_NAME).is_file()}  # each part's database read once
@@ -300,8 +300,8 @@ def _fit_non_embedding(sweep: SweepConfig, part_dir: Path) -> None:
 def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
     """H1-H3 and the law for every setting of the part (``findings.json``)."""
     from capgap.report.findings import findings
+    from capgap.results.store import read_rows
     from capgap.sweep.runner import LAW_NAME, all_settings, primary_where
-    from capgap.sweep.store import read_rows
 
     rows = read_rows(part_dir)
     settings = all_settings(sweep)

@@ -14,7 +14,7 @@ import pytest
 from capgap.cli import main
 from capgap.io import write_json
 from capgap.law import fit_source
-from capgap.sweep.store import DB_NAME, Store
+from capgap.results.store import DB_NAME, Store
 
 TEACHERS = [500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000]
 STUDENTS = [300_000, 600_000, 1_200_000]
