@@ -112,10 +112,9 @@ def kept_counts(report: dict) -> dict:
 
 def unmatched_counts(model: nn.Module, scores, sparsity: float, allocation: str) -> dict:  # noqa: ANN001
     """Counts ``prune`` would give these scores on their own (allocation search only)."""
+    from capgap.models.arch import ParamTable, adapter_for
     from capgap.models.params import count_params
-    from capgap.prune.adapters import adapter_for
     from capgap.prune.allocate import allocate
-    from capgap.prune.plan import ParamTable
 
     adapter = adapter_for(model)
     table = ParamTable.from_model(model, adapter)

@@ -29,6 +29,7 @@ STAGES: list[str] = [
     "report",
     "recipe",
     "plan",
+    "archs",
 ]
 
 

@@ -1,8 +1,8 @@
-"""Model families (GPT-2, GPT-NeoX/Pythia, LLaMA), loading, saving and size counting.
+"""Architectures, micro model families, loading, saving and size counting.
 
 * :mod:`capgap.models.family` — YAML size ladders → standard transformers configs.
-* :mod:`capgap.models.arch`   — supported layouts (``gpt2``, ``gpt_neox``, ``llama``-like),
-  :func:`build_model`.
+* :mod:`capgap.models.arch`   — THE architecture registry (one adapter per family: layout,
+  shapes, parameter and FLOP counts, config rewrite), :func:`build_model`.
 * :mod:`capgap.models.io`     — :func:`load_model` / :func:`save_model` / :func:`check_vocab`.
 * :mod:`capgap.models.params` — THE size definition (:func:`count_params`).
 * :mod:`capgap.models.smollm2` — the one real pretrained model available offline.
@@ -19,10 +19,8 @@ from capgap.models.params import ParamCount, count_params, count_params_from_con
 
 _LAZY = {
     "ATTN_IMPLEMENTATION": "arch",
-    "SUPPORTED_ARCHS": "arch",
-    "ArchInfo": "arch",
-    "arch_info": "arch",
-    "arch_of": "arch",
+    "FAMILIES": "arch",
+    "adapter_for": "arch",
     "build_model": "arch",
     "Family": "family",
     "list_families": "family",

@@ -7,7 +7,7 @@ What transformers does silently and capgap refuses:
 * ``AutoTokenizer`` on a folder without tokenizer files builds an *empty* GPT-2 tokenizer
   (vocab 0) — we look for tokenizer files first;
 * ``AutoModelForCausalLM`` happily builds a BERT LM head — we accept only the layouts capgap
-  can prune (:data:`~capgap.models.arch.SUPPORTED_ARCHS`) before touching weights.
+  can prune (the registry, :mod:`capgap.models.arch`) before touching weights.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from transformers import (
 
 from capgap.errors import CapgapError
 from capgap.io import atomic_dir, write_json, write_text
-from capgap.models.arch import ATTN_IMPLEMENTATION, arch_info, arch_of_model_type
+from capgap.models.arch import adapter_for, adapter_for_type, attn_implementation
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -87,7 +87,7 @@ def load_config(path_or_name: str | os.PathLike[str]) -> PretrainedConfig:
             ) from None
     else:
         config = _local_config(local)
-    arch_info(config)
+    adapter_for(config)
     return config
 
 
@@ -101,7 +101,7 @@ def _local_config(folder: Path) -> PretrainedConfig:
         raise CapgapError(f"{file} is not valid JSON ({_first_line(e)})") from None
     if not isinstance(raw, dict) or "model_type" not in raw:
         raise CapgapError(f"{file} has no model_type; is it a Hugging Face model config?")
-    arch_of_model_type(raw["model_type"])  # refuse BERT, T5, ... before reading weights
+    adapter_for_type(raw["model_type"])  # refuse BERT, T5, ... before reading weights
     try:
         return AutoConfig.from_pretrained(folder)
     except _LOAD_ERRORS as e:
@@ -140,7 +140,7 @@ def load_model(
             source,
             config=config,
             dtype=_parse_dtype(dtype),
-            attn_implementation=ATTN_IMPLEMENTATION,
+            attn_implementation=attn_implementation(config),
             output_loading_info=True,
             ignore_mismatched_sizes=True,  # reported in `info`, refused below with the names
         )

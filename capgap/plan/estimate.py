@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import PretrainedConfig
 
-from capgap.recipe.shapes import count_params, geometry
+from capgap.errors import CapgapError
+from capgap.models.arch import adapter_for, count_shape, geometry, matmul_params
 
 GiB = 1024**3
 # Least sharded first: the first that fits is the plan (less communication, simpler setup).
@@ -64,14 +65,11 @@ class ModelShape:
 
     @classmethod
     def of(cls, config: PretrainedConfig) -> ModelShape:
-        g = geometry(config)
-        gated = config.model_type != "gpt2" and config.model_type != "gpt_neox"
-        per_layer = (g.hidden * (g.heads + 2 * g.kv_heads) * g.head_dim  # QKV
-                     + g.heads * g.head_dim * g.hidden  # output projection
-                     + (3 if gated else 2) * g.hidden * g.ffn)  # MLP
-        return cls(count_params(config, g), g.layers * per_layer + config.vocab_size * g.hidden,
-                   g.layers, g.hidden, g.heads * g.head_dim, g.kv_heads * g.head_dim, g.ffn,
-                   config.vocab_size, gated)
+        """The estimates' view of ``config``, counted by the architecture registry."""
+        g, adapter = geometry(config), adapter_for(config)
+        return cls(count_shape(config).total, matmul_params(config), g.n_layers, g.hidden,
+                   g.n_heads * g.head_dim, g.n_kv * g.head_dim, g.ffn, config.vocab_size,
+                   adapter.gated)
 
     def forward_flops(self, seq_len: int) -> float:
         """Forward FLOPs per token (module docstring)."""
@@ -209,11 +207,7 @@ def parse_count(text: str | float | int) -> float:
     try:
         value = float(s[:-1] if scale != 1.0 else s) * scale
     except ValueError:
-        from capgap.errors import CapgapError
-
         raise CapgapError(f"not a count: {text!r} (examples: 3e9, 2.9B, 350M)") from None
     if not math.isfinite(value) or value <= 0:
-        from capgap.errors import CapgapError
-
         raise CapgapError(f"count must be positive, got {text!r}")
     return value

@@ -10,7 +10,7 @@ split misses p; we keep the equal split as the starting point and *solve* for it
 2. holding hidden width and heads, a bisection over the FFN keep fraction absorbs what
    rounding left (FFN neurons are the finest-grained unit).
 
-Everything is counted analytically (:class:`~capgap.prune.plan.ParamTable`), so the search
+Everything is counted analytically (:class:`~capgap.models.arch.ParamTable`), so the search
 materialises nothing.
 
 Allocations
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 
 from capgap.errors import CapgapError
-from capgap.prune.adapters import Adapter, Geometry
-from capgap.prune.plan import ParamTable, Plan
+from capgap.models.arch import Adapter, Geometry, ParamTable
+from capgap.prune.plan import Plan
 from capgap.prune.scores import Scores
 
 ALLOCATIONS = ("global", "uniform")

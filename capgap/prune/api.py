@@ -18,8 +18,8 @@ from torch import nn
 
 from capgap.errors import CapgapError
 from capgap.io import atomic_dir, write_json
+from capgap.models.arch import ParamTable, adapter_for
 from capgap.models.params import count_params
-from capgap.prune.adapters import adapter_for
 from capgap.prune.allocate import ALLOCATIONS, allocate, paper_component_sparsity, resolve_layers
 from capgap.prune.materialize import (
     META_NAME,
@@ -29,10 +29,11 @@ from capgap.prune.materialize import (
     materialize,
     save_capgap_format,
 )
-from capgap.prune.plan import ParamTable, Plan
+from capgap.prune.plan import Plan
 from capgap.prune.scores import Scores, compute_scores
 
 EXPORTS = ("auto", "capgap", "vanilla")
+PLAN_NAME = "prune_plan.json"  # kept indices in the original numbering, every export
 
 
 @dataclass
@@ -191,7 +192,8 @@ def save_pruned(
     ``export``: ``auto`` — vanilla HF checkpoint for uniform plans, capgap format for global
     ones; ``vanilla`` — always a vanilla checkpoint (global plans zero-padded, exact);
     ``capgap`` — always the capgap format. ``scores`` (optional) are saved in ``scores/``
-    so further students of the same model need no new calibration pass.
+    so further students of the same model need no new calibration pass. ``prune_plan.json``
+    records which heads, neurons, hidden dims and layers of the original were kept.
     """
     model = pruned.model if isinstance(pruned, PruneResult) else pruned
     info = getattr(model, "capgap_pruning", None)
@@ -221,6 +223,7 @@ def save_pruned(
         if scores is not None:
             scores.save(tmp / "scores")
         write_json(tmp / "prune_report.json", report)
+        write_json(tmp / PLAN_NAME, {"base_config": info["base_config"], "plan": info["plan"]})
     return out_dir
 
 

@@ -8,8 +8,8 @@ Four masks, all ones by default (then the model computes exactly what it did bef
   viewed as (..., heads, head_dim).
 * ν ``neurons`` (L, F)  scales the input of the FFN down projection.
 * μ ``hidden``  (D,)    one vector shared by all layers. It multiplies every write into the
-  residual stream (embedding outputs, attention and FFN output projections) and the output
-  of every norm (per-layer norms and the final norm).
+  residual stream (embedding outputs, attention and FFN output projections, or in
+  post-norm families the norms after them) and the output of every norm over hidden dims.
 * λ ``layers``  (L,)    scales both residual writes of a layer: λ_l = 0 turns the layer into
   the identity. Its gradient is the first-order estimate of the loss change from dropping
   the layer, which is how layers are scored for depth pruning.
@@ -18,7 +18,8 @@ Hard-mask semantics (the reference a materialised model must reproduce):
 
 * Norms compute their statistics over the dims where μ ≠ 0 only and output exactly zero
   elsewhere (a LayerNorm bias must not leak into pruned dims), as the paper's code does.
-  With μ all non-zero this is the ordinary norm.
+  With μ all non-zero this is the ordinary norm. A norm over a head axis (OLMo 2's q/k
+  norm over heads x head_dim) likewise covers only the heads whose ξ ≠ 0.
 * A layer whose ξ are all exactly zero contributes nothing from attention: the output
   projection's bias is dropped as well (the materialised model has no such module). The
   same holds for ν and the FFN.
@@ -35,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capgap.prune.adapters import Adapter, Geometry, adapter_for, norm_eps, require_unpruned
+from capgap.models.arch import Adapter, Geometry, adapter_for, require_unpruned
+from capgap.models.arch.layout import head_index, norm_eps
 
 
 @dataclass
@@ -80,6 +82,13 @@ class MaskHandle:
         self.hidden_idx = None if nz.numel() == m.hidden.numel() else nz
         self.attn_alive = (m.heads != 0).any(dim=1).tolist()
         self.mlp_alive = (m.neurons != 0).any(dim=1).tolist()
+        # Per layer, for norms over a head axis: kept rows of each kind (None: all heads kept).
+        self.head_idx: list[dict[str, torch.Tensor] | None] = []
+        for row in m.heads:
+            kept = (row != 0).nonzero().flatten()
+            full = kept.numel() == row.numel() or kept.numel() == 0
+            self.head_idx.append(None if full else {
+                k: head_index(k, kept.cpu(), self.geo, self.geo.n_kv) for k in ("q", "kv")})
 
     def _hook(self, module: nn.Module, fn, pre: bool = False) -> None:  # noqa: ANN001
         if pre:
@@ -89,16 +98,21 @@ class MaskHandle:
 
     def _attach(self) -> None:
         a = self.adapter
+        attn_write, mlp_write = a.residual_writes
         for name in a.embeddings:
             self._hook(self.model.get_submodule(name), self._write_hook(None, True))
         for i, layer in enumerate(a.layer_list(self.model)):
-            attn_out, mlp_out = layer.get_submodule(a.attn_out), layer.get_submodule(a.mlp_out)
-            self._hook(attn_out, self._heads_pre_hook(i), pre=True)
-            self._hook(attn_out, self._write_hook(i, self.attn_alive[i]))
-            self._hook(mlp_out, self._neurons_pre_hook(i), pre=True)
-            self._hook(mlp_out, self._write_hook(i, self.mlp_alive[i]))
+            # Norm hooks first: a post-norm family's residual write *is* a norm, whose
+            # output the write hook then scales (hooks run in registration order).
             for norm in a.norms:
                 self._hook(layer.get_submodule(norm), self._norm_hook)
+            for name, kind in a.head_norms.items():
+                if self.head_idx[i] is not None:
+                    self._hook(layer.get_submodule(name), self._head_norm_hook(self.head_idx[i][kind]))
+            self._hook(layer.get_submodule(a.attn_out), self._heads_pre_hook(i), pre=True)
+            self._hook(layer.get_submodule(attn_write), self._write_hook(i, self.attn_alive[i]))
+            self._hook(layer.get_submodule(a.mlp_out), self._neurons_pre_hook(i), pre=True)
+            self._hook(layer.get_submodule(mlp_write), self._write_hook(i, self.mlp_alive[i]))
         self._hook(self.model.get_submodule(a.final_norm), self._norm_hook)
 
     def _heads_pre_hook(self, i: int):  # noqa: ANN202
@@ -136,7 +150,16 @@ class MaskHandle:
         mu = self.masks.hidden.to(out.device, out.dtype)
         if self.hidden_idx is None:
             return out * mu
-        return masked_norm(module, args[0], self.hidden_idx, self.adapter.norm_kind) * mu
+        a = self.adapter
+        return masked_norm(module, args[0], self.hidden_idx, a.norm_kind, a.norm_offset) * mu
+
+    def _head_norm_hook(self, idx: torch.Tensor):  # noqa: ANN202
+        """A norm over heads x head_dim whose statistic covers the kept heads only."""
+
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            return masked_norm(module, args[0], idx, self.adapter.norm_kind, self.adapter.norm_offset)
+
+        return hook
 
     def remove(self) -> None:
         for h in self._handles:
@@ -150,8 +173,11 @@ class MaskHandle:
         self.remove()
 
 
-def masked_norm(module: nn.Module, x: torch.Tensor, idx: torch.Tensor, kind: str) -> torch.Tensor:
-    """The norm over the kept dims ``idx`` only; exactly zero in the other dims."""
+def masked_norm(module: nn.Module, x: torch.Tensor, idx: torch.Tensor, kind: str,
+                offset: float = 0.0) -> torch.Tensor:
+    """The norm over the kept dims ``idx`` only; exactly zero in the other dims.
+
+    ``offset``: an RMSNorm that scales by ``offset + weight`` (Gemma: 1)."""
     idx = idx.to(x.device)
     x_kept = x.index_select(-1, idx)  # (B, T, d)
     bias = getattr(module, "bias", None)
@@ -159,6 +185,10 @@ def masked_norm(module: nn.Module, x: torch.Tensor, idx: torch.Tensor, kind: str
         y = F.layer_norm(
             x_kept, (idx.numel(),), module.weight[idx], None if bias is None else bias[idx], norm_eps(module)
         )
+    elif offset:  # Gemma: fp32 statistics *and* fp32 scale, then cast
+        xf = x_kept.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm_eps(module))
+        y = (xf * (offset + module.weight[idx].float())).to(x.dtype)
     else:  # RMSNorm, computed as LlamaRMSNorm does (fp32 statistics)
         xf = x_kept.to(torch.float32)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm_eps(module))

@@ -48,15 +48,8 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from capgap.errors import CapgapError
-from capgap.prune.adapters import (
-    Adapter,
-    Geometry,
-    adapter_for,
-    ceil_div,
-    head_index,
-    kind_size,
-    require_unpruned,
-)
+from capgap.models.arch import Adapter, Geometry, adapter_for, require_unpruned
+from capgap.models.arch.layout import HEAD_KINDS, ceil_div, ffn_index, head_index, kind_size
 from capgap.prune.plan import Plan
 
 PRUNED_FORMAT = "capgap-pruned/1"
@@ -96,11 +89,11 @@ class EmptyMLP(nn.Module):
 def _indices(kinds: tuple, plan: Plan, pos: int | None, geo: Geometry) -> dict[str, torch.Tensor]:
     idx = {"h": plan.hidden}
     if pos is not None:
-        groups = plan.heads[pos]
-        idx["ffn"] = plan.neurons[pos]
-        for k in ("q", "kv", "qkv_cat", "qkv_int"):
+        for k in ("ffn", "ffn2"):
+            idx[k] = ffn_index(k, plan.neurons[pos], geo.ffn)
+        for k in HEAD_KINDS:
             if k in kinds:
-                idx[k] = head_index(k, groups, geo, geo.n_kv)
+                idx[k] = head_index(k, plan.heads[pos], geo, geo.n_kv)
     return idx
 
 
@@ -168,6 +161,8 @@ def materialize(model: nn.Module, plan: Plan, allocation: str, inplace: bool = F
         _shrink_layers(new, src, plan, adapter, geo)
     if tied:
         _tie(new, adapter)
+    if adapter.embed_scaled:
+        _rescale_embeddings(new, adapter, geo.hidden, plan.d, tied)
     _fix_shape_attrs(new)
     _update_config(new.config, adapter, geo, plan, allocation)
     new.capgap_pruning = {"allocation": allocation, "base_config": base_config, "plan": plan.to_dict()}
@@ -203,7 +198,7 @@ def _update_config(config: PretrainedConfig, adapter: Adapter, geo: Geometry, pl
     f = max(max(plan.ffn, default=1), 1)
     n = len(plan.layers)
     if allocation == "uniform":
-        adapter.vanilla_config(config, plan.d, g, f, n)  # validates; CapgapError if impossible
+        adapter.vanilla_config(config, plan.d, g, f, plan.layers)  # validates; CapgapError if not
     updates = adapter.config_updates(geo, plan.d, g, f, n)
     if getattr(config, "layer_types", None) is not None:
         updates["layer_types"] = [config.layer_types[i] for i in plan.layers]
@@ -224,8 +219,8 @@ def config_from_dict(data: dict) -> PretrainedConfig:
 
 def _init_rotary(model: nn.Module, config: PretrainedConfig) -> None:
     """Recompute rotary buffers (lost by ``to_empty``) from ``config``, as transformers does."""
-    for m in model.modules():
-        if hasattr(m, "original_inv_freq"):
+    for m in model.modules():  # one inv_freq (most families) or one per layer type (Gemma 3)
+        if type(m).__name__.endswith("RotaryEmbedding"):
             saved = m.config
             m.config = config
             try:
@@ -244,6 +239,10 @@ def _fill(model: nn.Module, state: dict[str, torch.Tensor], adapter: Adapter, ti
     if tied:
         _tie(model, adapter)
     _init_rotary(model, config)
+    for m in model.modules():  # non-persistent scale buffers (Gemma) are lost by to_empty
+        if hasattr(m, "scalar_embed_scale"):
+            with torch.no_grad():
+                m.embed_scale.fill_(m.scalar_embed_scale)
     model.eval()
 
 
@@ -273,7 +272,7 @@ def save_capgap_format(model: nn.Module, out: Path) -> None:
     # (true hidden width, per-layer maxima) may fail vanilla validation (hidden % heads).
     base = config_from_dict(info["base_config"])
     d_pad, g_pad, f_pad = _padded_shape(adapter, adapter.geometry(base), plan)
-    padded = adapter.vanilla_config(base, d_pad, g_pad, f_pad, len(plan.layers), eps_scale=plan.d / d_pad)
+    padded = adapter.vanilla_config(base, d_pad, g_pad, f_pad, plan.layers, eps_scale=plan.d / d_pad)
     padded.capgap_format = f"{PRUNED_FORMAT}: per-layer shapes, see {META_NAME}; load with capgap.prune.load_pruned"
     padded.to_json_file(out / "config.json")
     if getattr(model, "generation_config", None) is not None:
@@ -345,21 +344,22 @@ def _padded_shape(adapter: Adapter, geo: Geometry, plan: Plan) -> tuple[int, int
     return ceil_div(d, g * r) * g * r, g, f
 
 
-def _pad_hidden(t: torch.Tensor, axis: int, kind: str, d: int, d_pad: int, norm_kind: str) -> torch.Tensor:
+def _pad_hidden(t: torch.Tensor, axis: int, kind: str, d: int, d_pad: int, adapter: Adapter) -> torch.Tensor:
     if d_pad == d:
         return t
     shape = list(t.shape)
     shape[axis] = d_pad - d
-    if kind == "h_out" and norm_kind == "layernorm":  # mean of the kept outputs (see docstring)
+    if kind == "h_out" and adapter.norm_kind == "layernorm":  # mean of the kept outputs (docstring)
         fill = t.mean(dim=axis, keepdim=True).expand(shape)
     else:
         fill = t.new_zeros(shape)
-    if kind == "h_norm_w":
-        t = t * math.sqrt(d / d_pad)
+    if kind == "h_norm_w":  # the norm scales by (offset + w): rescale that product
+        off = adapter.norm_offset
+        t = (off + t) * math.sqrt(d / d_pad) - off
     return torch.cat([t, fill], dim=axis)
 
 
-def _pad(t: torch.Tensor, kinds: tuple, geo: Geometry, src_gf: tuple[int, int], dst: tuple[int, int, int], d: int, norm_kind: str) -> torch.Tensor:
+def _pad(t: torch.Tensor, kinds: tuple, geo: Geometry, src_gf: tuple[int, int], dst: tuple[int, int, int], d: int, adapter: Adapter) -> torch.Tensor:
     """Zero-pad one pruned tensor to the padded vanilla shape ``dst`` = (hidden, groups, ffn)."""
     g, f = src_gf
     d_pad, g_pad, f_pad = dst
@@ -367,11 +367,14 @@ def _pad(t: torch.Tensor, kinds: tuple, geo: Geometry, src_gf: tuple[int, int], 
         if kind is None:
             continue
         if kind.startswith("h_"):
-            t = _pad_hidden(t, axis, kind, d, d_pad, norm_kind)
+            t = _pad_hidden(t, axis, kind, d, d_pad, adapter)
             continue
         shape = list(t.shape)
         shape[axis] = kind_size(kind, geo, d_pad, g_pad, f_pad, 0)
-        pos = torch.arange(f) if kind == "ffn" else head_index(kind, torch.arange(g), geo, g_pad)
+        if kind.startswith("ffn"):
+            pos = ffn_index(kind, torch.arange(f), f_pad)
+        else:
+            pos = head_index(kind, torch.arange(g), geo, g_pad)
         t = t.new_zeros(shape).index_copy(axis, pos.to(t.device), t)
     return t
 
@@ -381,7 +384,10 @@ def export_vanilla(model: nn.Module, plan: Plan, base_config: PretrainedConfig) 
     adapter = adapter_for(base_config)
     geo = adapter.geometry(base_config)
     d_pad, g_pad, f_pad = _padded_shape(adapter, geo, plan)
-    config = adapter.vanilla_config(base_config, d_pad, g_pad, f_pad, len(plan.layers), eps_scale=plan.d / d_pad)
+    why = _export_error(adapter, plan, d_pad, g_pad)
+    if why:
+        raise CapgapError(why)
+    config = adapter.vanilla_config(base_config, d_pad, g_pad, f_pad, plan.layers, eps_scale=plan.d / d_pad)
     config._attn_implementation = model.config._attn_implementation
     src = dict(model.named_parameters())
     tied = is_tied(model, adapter)
@@ -391,11 +397,42 @@ def export_vanilla(model: nn.Module, plan: Plan, base_config: PretrainedConfig) 
     for name, p in out.named_parameters():
         kinds, gf = _kinds_of(name, adapter, plan)
         if name in src:
-            state[name] = _pad(src[name].detach(), kinds, geo, gf, (d_pad, g_pad, f_pad), plan.d, adapter.norm_kind)
+            state[name] = _pad(src[name].detach(), kinds, geo, gf, (d_pad, g_pad, f_pad), plan.d, adapter)
         else:  # a sub-block the pruned layer does not have: contributes nothing
             state[name] = torch.zeros(p.shape, dtype=next(iter(src.values())).dtype)
     _fill(out, state, adapter, tied, config)
+    if adapter.embed_scaled:
+        _rescale_embeddings(out, adapter, plan.d, d_pad, tied)
     return out
+
+
+def _export_error(adapter: Adapter, plan: Plan, d_pad: int, g_pad: int) -> str | None:
+    """Why zero-padding this plan would not be exact for ``adapter`` (None if it is)."""
+    if adapter.head_norms and any(g != g_pad for g in plan.groups):
+        return (f"{adapter.name} normalises q/k over all heads of a layer, so zero-padded heads would "
+                "change that statistic; this per-layer model stays in capgap format (load_pruned)")
+    if adapter.attn_norms_share_eps and d_pad != plan.d:
+        return (f"{adapter.name}'s q/k norms share the config epsilon that padding the hidden width "
+                f"rescales ({plan.d} -> {d_pad}); this model stays in capgap format (load_pruned)")
+    return None
+
+
+def _rescale_embeddings(model: nn.Module, adapter: Adapter, d_from: int, d_to: int, tied: bool) -> None:
+    """Keep a sqrt(hidden)-scaled embedding's output when the hidden width goes ``d_from`` ->
+    ``d_to`` (Gemma): weights x sqrt(d_from / d_to), and with a tied head the final norm
+    (``offset + w``) divided by the same factor so the logits do not move (exact)."""
+    if d_from == d_to:
+        return
+    c = math.sqrt(d_from / d_to)
+    emb = model.get_submodule(adapter.embeddings[0])
+    final = model.get_submodule(adapter.final_norm)
+    with torch.no_grad():
+        emb.weight.mul_(c)
+        if tied:
+            off = adapter.norm_offset
+            final.weight.copy_((off + final.weight) / c - off)
+        emb.scalar_embed_scale = d_to**0.5
+        emb.embed_scale.fill_(d_to**0.5)
 
 
 def _kinds_of(name: str, adapter: Adapter, plan: Plan) -> tuple[tuple, tuple[int, int]]:

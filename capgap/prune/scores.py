@@ -29,7 +29,8 @@ from torch import nn
 
 from capgap.errors import CapgapError
 from capgap.io import atomic_path, write_json
-from capgap.prune.adapters import Geometry, adapter_for
+from capgap.models.arch import Geometry, adapter_for
+from capgap.models.arch.layout import head_index
 from capgap.prune.masks import MaskSet, attach
 
 SCORES_FORMAT = "capgap-prune-scores/1"
@@ -215,8 +216,6 @@ def baseline_scores(model: nn.Module, kind: str, seed: int = 0) -> Scores:
     every row/column reading or writing it); layers: sum of their head and neuron scores.
     Both go through the same per-layer normalisation as the gradient scores.
     """
-    from capgap.prune.adapters import head_index
-
     adapter = adapter_for(model)
     geo = adapter.geometry(model)
     if kind not in BASELINES:
@@ -241,6 +240,8 @@ def baseline_scores(model: nn.Module, kind: str, seed: int = 0) -> Scores:
                 sq["hidden"] += per_index.cpu()
             elif k == "ffn":
                 sq["neurons"][layer] += per_index.cpu()
+            elif k == "ffn2":  # [gate | up]: both halves belong to the same neuron
+                sq["neurons"][layer] += per_index.cpu().unflatten(0, (2, -1)).sum(0)
             else:  # head axes: fold each group's rows together (any layout: [q|k|v] too)
                 idx = torch.stack([head_index(k, groups[i : i + 1], geo, geo.n_kv)
                                    for i in range(geo.n_kv)])

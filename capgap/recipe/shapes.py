@@ -18,32 +18,13 @@ Sizes use capgap's one definition (:mod:`capgap.models.params`): total, tied cou
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass
 
 from transformers import PretrainedConfig
 
 from capgap.errors import CapgapError
-
-LLAMA_LIKE = ("llama", "mistral", "qwen2")
-SUPPORTED = (*LLAMA_LIKE, "gpt_neox", "gpt2")
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The shape knobs of a decoder-only LM (names differ per architecture)."""
-
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    ffn: int
-
-    @property
-    def group(self) -> int:
-        return self.heads // self.kv_heads
+from capgap.models.arch import Geometry, adapter_for, count_shape, geometry
 
 
 @dataclass(frozen=True)
@@ -72,70 +53,21 @@ class Shape:
         return asdict(self) | {"layers": self.layers, "error": self.error}
 
 
-def geometry(config: PretrainedConfig) -> Geometry:
-    """The shape knobs of ``config`` (LLaMA-like, GPT-NeoX or GPT-2)."""
-    kind = config.model_type
-    if kind in LLAMA_LIKE:
-        heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        return Geometry(config.num_hidden_layers, config.hidden_size, heads,
-                        config.num_key_value_heads or heads, head_dim, config.intermediate_size)
-    if kind == "gpt_neox":
-        h, heads = config.hidden_size, config.num_attention_heads
-        return Geometry(config.num_hidden_layers, h, heads, heads, h // heads,
-                        config.intermediate_size)
-    if kind == "gpt2":
-        h, heads = config.n_embd, config.n_head
-        return Geometry(config.n_layer, h, heads, heads, h // heads, config.n_inner or 4 * h)
-    raise CapgapError(f"no shape rule for model_type {kind!r}; supported: {', '.join(SUPPORTED)}")
-
-
 def count_params(config: PretrainedConfig, g: Geometry | None = None) -> int:
-    """Total parameters of ``config`` reshaped to ``g`` (analytic; equals
-    :func:`capgap.models.params.count_params_from_config`, checked in tests)."""
-    g = g or geometry(config)
-    h, f, vocab = g.hidden, g.ffn, config.vocab_size
-    q, kv = g.heads * g.head_dim, g.kv_heads * g.head_dim
-    kind = config.model_type
-    if kind in LLAMA_LIKE:
-        attn_bias = getattr(config, "attention_bias", kind == "qwen2")
-        mlp_bias = getattr(config, "mlp_bias", False)
-        layer = h * (q + 2 * kv) + q * h + 3 * h * f + 2 * h
-        layer += (q + 2 * kv + (h if kind != "qwen2" else 0)) * attn_bias + (2 * f + h) * mlp_bias
-        embed = vocab * h * (1 if config.tie_word_embeddings else 2)
-        return embed + g.layers * layer + h
-    layer = h * 3 * q + 3 * q + q * h + h + h * f + f + f * h + h + 4 * h  # biases, two LNs
-    if kind == "gpt_neox":
-        embed = vocab * h * (1 if config.tie_word_embeddings else 2)
-    else:  # gpt2: learned positions, head tied to the token embedding
-        embed = vocab * h + config.n_positions * h
-    return embed + g.layers * layer + 2 * h
+    """Total parameters of ``config`` reshaped to ``g`` (the registry's analytic count)."""
+    return count_shape(config, g).total
 
 
 def reshape_config(config: PretrainedConfig, shape: Shape) -> PretrainedConfig:
     """A vanilla config of ``config``'s architecture with ``shape``'s depth and width."""
-    new = copy.deepcopy(config)
-    kind = config.model_type
-    if kind in LLAMA_LIKE:
-        new.num_hidden_layers, new.hidden_size = shape.layers, shape.hidden
-        new.num_attention_heads, new.num_key_value_heads = shape.heads, shape.kv_heads
-        new.intermediate_size = shape.ffn
-        new.head_dim = shape.hidden // shape.heads  # fixed: the teacher's head_dim
-        if getattr(new, "layer_types", None) is not None:
-            new.layer_types = [config.layer_types[i] for i in shape.layers_kept]
-    elif kind == "gpt_neox":
-        new.num_hidden_layers, new.hidden_size = shape.layers, shape.hidden
-        new.num_attention_heads, new.intermediate_size = shape.heads, shape.ffn
-    else:
-        new.n_layer, new.n_embd, new.n_head, new.n_inner = (shape.layers, shape.hidden,
-                                                            shape.heads, shape.ffn)
-    return new
+    return adapter_for(config).vanilla_config(config, shape.hidden, shape.kv_heads, shape.ffn,
+                                              shape.layers_kept)
 
 
 def gpu_multiples(g: Geometry, multiple: int | None) -> tuple[int, int]:
     """(hidden step, FFN step). Hidden moves in whole GQA groups of heads, so its step is a
     multiple of ``head_dim * group``; large models also round to tensor-core friendly sizes."""
-    head_step = g.head_dim * g.group
+    head_step = g.head_dim * g.group_size
     if multiple is None:
         h_mult = 128 if g.hidden >= 2048 else 64 if g.hidden >= 512 else 8
         f_mult = 256 if g.ffn >= 4096 else 64 if g.ffn >= 1024 else 8
@@ -167,7 +99,7 @@ def minima_shape(
                           f"({teacher:,} parameters)")
     h_step, f_step = gpu_multiples(g, multiple)
     candidates = [_candidate(config, g, kept, hidden, ffn)
-                  for kept in _depths(g.layers, drop_layers)
+                  for kept in _depths(g.n_layers, drop_layers)
                   for hidden in range(h_step, g.hidden + 1, h_step)
                   for ffn in _ffn_options(config, g, len(kept), hidden, f_step,
                                           target_params, tolerance)]
@@ -180,7 +112,7 @@ def minima_shape(
             f"{best[2]:,} ({len(best[0])} layers, hidden {best[1].hidden}, FFN {best[1].ffn})")
     kept, geo, params = min(inside, key=lambda c: (_imbalance(g, len(c[0]), c[1]),
                                                    abs(c[2] - target_params)))
-    return Shape(kept, geo.hidden, geo.heads, geo.kv_heads, geo.ffn, params, target_params,
+    return Shape(kept, geo.hidden, geo.n_heads, geo.n_kv, geo.ffn, params, target_params,
                  _binding(config, g, kept, geo, h_step, f_step, drop_layers is not None))
 
 
@@ -202,7 +134,7 @@ def _ffn_options(config: PretrainedConfig, g: Geometry, layers: int, hidden: int
     """FFN sizes worth scoring at this depth and hidden: params are linear in the FFN width,
     so only those within ``tolerance`` of the target, or else the single nearest, qualify."""
     heads = hidden // g.head_dim
-    at = lambda f: count_params(config, Geometry(layers, hidden, heads, heads // g.group,  # noqa: E731
+    at = lambda f: count_params(config, Geometry(layers, hidden, heads, heads // g.group_size,  # noqa: E731
                                                   g.head_dim, f))
     base, slope = at(f_step), (at(2 * f_step) - at(f_step)) / f_step
     top = g.ffn // f_step
@@ -217,26 +149,26 @@ def _ffn_options(config: PretrainedConfig, g: Geometry, layers: int, hidden: int
 def _candidate(config: PretrainedConfig, g: Geometry, kept: list[int], hidden: int,
                ffn: int) -> tuple[list[int], Geometry, int]:
     heads = hidden // g.head_dim
-    geo = Geometry(len(kept), hidden, heads, heads // g.group, g.head_dim, ffn)
+    geo = Geometry(len(kept), hidden, heads, heads // g.group_size, g.head_dim, ffn)
     return kept, geo, count_params(config, geo)
 
 
 def _imbalance(teacher: Geometry, layers: int, s: Geometry) -> float:
     """How far a shape is from "same fraction off depth, width and FFN" (0 = MiniMA's rule)."""
     w = math.log(s.hidden / teacher.hidden)
-    return abs(math.log(layers / teacher.layers) - w) + abs(math.log(s.ffn / teacher.ffn) - w)
+    return abs(math.log(layers / teacher.n_layers) - w) + abs(math.log(s.ffn / teacher.ffn) - w)
 
 
 def _binding(config: PretrainedConfig, g: Geometry, kept: list[int], s: Geometry, h_step: int,
              f_step: int, depth_fixed: bool) -> str:
     """The knob with the finest step at this shape: it bounds how exactly a target is hit."""
     base = count_params(config, s)
-    layer = base - count_params(config, Geometry(s.layers - 1, *_width(s)))
+    layer = base - count_params(config, Geometry(s.n_layers - 1, *_width(s)))
     steps = {
         f"FFN multiple of {f_step}": base - count_params(
-            config, Geometry(s.layers, s.hidden, s.heads, s.kv_heads, s.head_dim,
+            config, Geometry(s.n_layers, s.hidden, s.n_heads, s.n_kv, s.head_dim,
                              max(s.ffn - f_step, 1))),
-        f"hidden multiple of {h_step} (head_dim {g.head_dim} x GQA group {g.group})":
+        f"hidden multiple of {h_step} (head_dim {g.head_dim} x GQA group {g.group_size})":
             base - _shrink_hidden(config, s, h_step),
     }
     if not depth_fixed:
@@ -247,11 +179,11 @@ def _binding(config: PretrainedConfig, g: Geometry, kept: list[int], s: Geometry
 
 
 def _width(s: Geometry) -> tuple[int, int, int, int, int]:
-    return s.hidden, s.heads, s.kv_heads, s.head_dim, s.ffn
+    return s.hidden, s.n_heads, s.n_kv, s.head_dim, s.ffn
 
 
 def _shrink_hidden(config: PretrainedConfig, s: Geometry, h_step: int) -> int:
     hidden = max(s.hidden - h_step, h_step)
     heads = hidden // s.head_dim
-    return count_params(config, Geometry(s.layers, hidden, heads, heads // s.group,
+    return count_params(config, Geometry(s.n_layers, hidden, heads, heads // s.group_size,
                                          s.head_dim, s.ffn))

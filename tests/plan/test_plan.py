@@ -13,6 +13,9 @@ from capgap.errors import CapgapError
 from capgap.models.params import count_params_from_config
 from capgap.plan import ModelShape, load_spec, memory_options, plan, spec_names
 from capgap.plan.estimate import measured_flops, parse_count
+from tests.prune.conftest import tiny_config
+
+MODERN = ("qwen3", "gemma2", "gemma3_text", "phi3", "olmo2")
 
 PUBLISHED = {  # total parameters as the model cards / papers state them
     "llama2-7b": 6.74e9, "llama2-13b": 13.0e9, "minima-3b-shape": 2.9e9, "gpt2": 124e6,
@@ -36,10 +39,11 @@ TINY = [
     GPTNeoXConfig(vocab_size=96, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=256),
     GPT2Config(vocab_size=96, n_embd=64, n_layer=2, n_head=4, n_positions=64),
+    *[tiny_config(arch) for arch in MODERN],
 ]
 
 
-@pytest.mark.parametrize("config", TINY, ids=["llama-gqa", "gpt_neox", "gpt2"])
+@pytest.mark.parametrize("config", TINY, ids=["llama-gqa", "gpt_neox", "gpt2", *MODERN])
 def test_flops_match_flop_counter(config):
     """Forward and forward+backward FLOPs equal what FlopCounterMode counts (exact matmuls)."""
     torch.manual_seed(0)

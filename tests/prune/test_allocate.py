@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from capgap.errors import CapgapError
+from capgap.models.arch import adapter_for
 from capgap.models.params import count_params
 from capgap.prune import Scores, prune, score
-from capgap.prune.adapters import adapter_for
 from capgap.prune.allocate import paper_component_sparsity
 from tests.prune.conftest import ARCHS, calib, tiny_model
 

@@ -6,13 +6,20 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from capgap.models.arch import adapter_for
 from capgap.models.params import count_params
 from capgap.prune import Plan, attach, materialize, prune, score
-from capgap.prune.adapters import adapter_for
 from capgap.prune.masks import masked_norm
 from tests.prune.conftest import ARCHS, calib, tiny_model
 
 TIGHT = {"rtol": 1e-9, "atol": 1e-9}
+# Gemma's RMSNorm computes in float32 whatever the model dtype, so a float64 model agrees
+# only to float32 rounding there (~1e-7); every other family is checked to 1e-9.
+FP32_NORMS = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def tol(model) -> dict:  # noqa: ANN001
+    return FP32_NORMS if adapter_for(model).norm_offset else TIGHT
 
 
 def masked_logits(model, plan: Plan, tokens: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
@@ -54,7 +61,7 @@ def test_materialised_equals_masked(arch: str, variant: str, allocation: str, dr
     assert len(plan.layers) == (4 if drop is None else 3 if drop == "score" else 2)
     with torch.no_grad():
         out = result.model(tokens).logits
-    assert_close(out, masked_logits(model, plan, tokens), **TIGHT)
+    assert_close(out, masked_logits(model, plan, tokens), **tol(model))
     after = count_params(result.model)
     assert result.report["params_after"] == after.total
     assert result.report["params_after_non_embedding"] == after.non_embedding
@@ -91,7 +98,7 @@ def test_layers_left_without_heads_or_neurons_still_run(arch: str, tokens: torch
     small = materialize(model, plan, "global")
     with torch.no_grad():
         out = small(tokens).logits
-    assert_close(out, masked_logits(model, plan, tokens), **TIGHT)
+    assert_close(out, masked_logits(model, plan, tokens), **tol(model))
     assert count_params(small).total < count_params(model).total
 
 
@@ -124,7 +131,7 @@ def test_step_by_step_decoding_knows_its_position_when_layer_0_has_no_heads(arch
         past = small(seq[:, :4], use_cache=True).past_key_values
         assert past.get_seq_length() == 4
         step = small(seq[:, 4:], cache=past, use_cache=True).logits
-    assert_close(step[0, -1], full[0, -1], **TIGHT)
+    assert_close(step[0, -1], full[0, -1], **tol(model))
 
 
 @pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
@@ -152,7 +159,7 @@ def test_masked_norm_uses_kept_statistics_and_zeroes_the_rest(kind: str) -> None
         assert_close(y[..., idx], small(x[..., idx]), **TIGHT)
 
 
-@pytest.mark.parametrize("model_type", ["qwen2", "mistral"])
+@pytest.mark.parametrize("model_type", ["qwen2", "mistral"])  # mistral: no tiny_config of its own
 def test_llama_like_layouts(model_type: str, tokens: torch.Tensor) -> None:
     """Qwen2 (q/k/v biases, layer_types) and Mistral share LLaMA's adapter."""
     from transformers import AutoConfig, AutoModelForCausalLM

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from capgap.errors import CapgapError
+from capgap.models.arch import adapter_for
 from capgap.models.params import count_params
 from capgap.prune import ParamTable, Plan, attach, materialize, prune
-from capgap.prune.adapters import adapter_for
 from tests.prune.conftest import tiny_model
 from tests.prune.test_allocate import synthetic_scores
 
@@ -75,5 +75,5 @@ def test_analytic_count_equals_count_params_for_any_plan(model, data) -> None:  
     plan = Plan(layers, subset(geo.hidden, 1), [subset(geo.n_kv) for _ in layers], [subset(geo.ffn) for _ in layers])
     small = materialize(model, plan, "global")
     table = ParamTable.from_model(model, adapter_for(model))
-    assert table.count_plan(plan) == count_params(small)
+    assert table.count(plan.d, plan.groups, plan.ffn) == count_params(small)
     assert_close(small(TOKENS).logits.detach(), _masked(model, plan), rtol=1e-6, atol=1e-6)

@@ -7,8 +7,8 @@ import torch
 from torch.testing import assert_close
 
 from capgap.errors import CapgapError
+from capgap.models.arch import adapter_for
 from capgap.prune import MaskSet, Scores, attach, baseline_scores, prune, score
-from capgap.prune.adapters import adapter_for
 from tests.prune.conftest import ARCHS, calib, tiny_model
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    Olmo2Config,
+    Phi3Config,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 from capgap.errors import CapgapError
 from capgap.models.params import count_params_from_config
@@ -36,7 +46,11 @@ def test_llama2_7b_to_minima_3b():
     GPTNeoXConfig(hidden_size=256, num_hidden_layers=8, num_attention_heads=4, intermediate_size=1024,
                   vocab_size=500),
     GPT2Config(n_embd=256, n_layer=4, n_head=4, vocab_size=500, n_positions=128),
-], ids=["llama2-7b", "llama-gqa-bias-tied", "qwen2", "gpt_neox", "gpt2"])
+    *[cls(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+          head_dim=64, intermediate_size=704, vocab_size=500, pad_token_id=0)
+      for cls in (Qwen3Config, Gemma2Config, Phi3Config, Olmo2Config)],
+], ids=["llama2-7b", "llama-gqa-bias-tied", "qwen2", "gpt_neox", "gpt2", "qwen3", "gemma2", "phi3",
+        "olmo2"])
 def test_shape_is_exact_loadable_and_within_tolerance(config):
     """Analytic count == count_params_from_config; the reshaped config builds a vanilla model."""
     assert count_params(config) == count_params_from_config(config).total
@@ -44,7 +58,7 @@ def test_shape_is_exact_loadable_and_within_tolerance(config):
     s = minima_shape(config, int(count_params(config) * 0.45))
     assert abs(s.error) <= 0.01
     assert s.heads * g.head_dim == s.hidden and s.heads % s.kv_heads == 0
-    assert s.heads // s.kv_heads == g.group  # GQA group kept
+    assert s.heads // s.kv_heads == g.group_size  # GQA group kept
     student = reshape_config(config, s)
     assert count_params_from_config(student).total == s.params
     if s.params < 5e7:  # small enough to build for real: a forward pass works
