@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from capgap.data.cache import build_once, cache_dir
-from capgap.distill.chunked import decoder_body, lm_head
+from capgap.distill.chunked import capped, decoder_body, lm_head, softcap
 from capgap.distill.losses import LOG_FLOOR, TopKTeacher
 from capgap.errors import CapgapError
 from capgap.io import write_json
@@ -140,7 +140,8 @@ def teacher_topk(teacher: nn.Module, input_ids: Tensor, k: int, temperature: flo
     """
     hidden = decoder_body(teacher)(input_ids=input_ids, use_cache=False).last_hidden_state
     head = lm_head(teacher)
-    log_p = F.log_softmax(F.linear(hidden, head.weight, head.bias).float() / temperature, -1)
+    logits = capped(F.linear(hidden, head.weight, head.bias), softcap(teacher))
+    log_p = F.log_softmax(logits.float() / temperature, -1)
     logp, indices = log_p.topk(k, dim=-1)  # (B, T, k)
     rest = torch.logsumexp(log_p.scatter(-1, indices, -torch.inf), dim=-1)  # (B, T)
     return TopKTeacher(indices, logp, rest.clamp_min(LOG_FLOOR))

@@ -12,8 +12,10 @@ Peak extra memory is a few [C, V] fp32 buffers plus one [V, H] weight gradient.
 The body is ``model.get_decoder()`` (transformers 5; else ``model.base_model``): GPT-2's
 ``transformer``, GPT-NeoX's ``gpt_neox``, LLaMA's ``model``. Its ``last_hidden_state`` is taken
 after the final norm (``ln_f`` / ``final_layer_norm`` / ``norm``), which is exactly what the
-model feeds its LM head (``model.get_output_embeddings()``). Models that post-process logits
-(softcapping, logit scaling) are refused rather than silently given a different loss.
+model feeds its LM head (``model.get_output_embeddings()``). Gemma's final-logit soft-capping
+(``cap * tanh(logits / cap)``) is applied to each chunk, as the model does; other logit
+post-processing (Cohere's, Granite's scaling) is refused rather than silently given a
+different loss.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from capgap.errors import CapgapError
 # Config attributes by which some HF families transform logits after the head, with the
 # values meaning "no transform". body + head would silently differ from model.logits.
 _LOGIT_TRANSFORMS: dict[str, tuple[Any, ...]] = {
-    "final_logit_softcapping": (None,),  # Gemma 2/3
     "logit_scale": (None, 1, 1.0),  # Cohere
     "logits_scaling": (None, 1, 1.0),  # Granite
 }
@@ -63,6 +64,16 @@ def lm_head(model: nn.Module) -> nn.Linear:
             f"{type(head).__name__}); pass a causal LM such as GPT2LMHeadModel or LlamaForCausalLM"
         )
     return head
+
+
+def softcap(model: nn.Module) -> float | None:
+    """The model's final-logit soft-cap (Gemma 2/3), or None for a plain head."""
+    return getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+
+
+def capped(logits: Tensor, cap: float | None) -> Tensor:
+    """``cap * tanh(logits / cap)`` as Gemma applies it after the head; identity for None."""
+    return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
 def decoder_body(model: nn.Module) -> nn.Module:
@@ -129,13 +140,14 @@ def _chunk_loop(
     objective: KDObjective,
     n_tokens: int,
     chunk_size: int,
+    caps: tuple[float | None, float | None],
     need: tuple[bool, bool, bool],
 ) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor | None, ...]]:
     """Loss over all rows, chunk by chunk, with grads w.r.t. (hidden, weight, bias) where needed.
 
     hidden [N, H], weight [V, H], bias [V]; t_hidden [N, Ht], t_weight [V, Ht]; targets [N].
     The teacher is either its hidden states and head (``t_hidden``) or cached top-k rows
-    (``t_topk``, fields [N, k] / [N]), or absent.
+    (``t_topk``, fields [N, k] / [N]), or absent. ``caps``: (student, teacher) soft-caps.
     Returns (loss, ce mean, kd mean or None, (grad_hidden, grad_weight fp32, grad_bias fp32)).
     """
     grad_h = torch.empty_like(hidden) if need[0] else None  # [N, H]
@@ -150,10 +162,10 @@ def _chunk_loop(
         t_logits = None if t_topk is None else t_topk.rows(rows)
         if t_hidden is not None:
             with torch.no_grad():  # teacher frozen; its dtype may be lower, fp32 inside sums()
-                t_logits = F.linear(t_hidden[rows], t_weight, t_bias)  # [C, V]
+                t_logits = capped(F.linear(t_hidden[rows], t_weight, t_bias), caps[1])  # [C, V]
         h = hidden[rows].detach().requires_grad_(need[0])  # [C, H]
         with torch.enable_grad():
-            logits = F.linear(h, w, b)  # [C, V]
+            logits = capped(F.linear(h, w, b), caps[0])  # [C, V]
             ce, kd = objective.sums(logits, t_logits, targets[rows])
             chunk_loss = objective.combine(ce, kd, n_tokens)
         del logits, t_logits  # the graph keeps what backward needs; drop the rest before it runs
@@ -193,11 +205,12 @@ class _FusedHeadLoss(torch.autograd.Function):
         objective: KDObjective,
         n_tokens: int,
         chunk_size: int,
+        caps: tuple[float | None, float | None],
     ) -> tuple[Tensor, Tensor, Tensor]:
         need = tuple(ctx.needs_input_grad[:3])
         loss, ce, kd, grads = _chunk_loop(
             hidden, weight, bias, t_hidden, t_weight, t_bias, t_topk, targets, objective,
-            n_tokens, chunk_size, need,
+            n_tokens, chunk_size, caps, need,
         )
         ctx.save_for_backward(*grads)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -211,7 +224,7 @@ class _FusedHeadLoss(torch.autograd.Function):
             None if g is None else (g * g_loss).to(dtype)
             for g, dtype in zip(ctx.saved_tensors, ctx.dtypes, strict=True)
         )
-        return (*scaled, None, None, None, None, None, None, None, None)
+        return (*scaled, None, None, None, None, None, None, None, None, None)
 
 
 def _hidden(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -272,8 +285,9 @@ def _fused_loss(
         t_weight, t_bias = t_head.weight.detach(), t_head.bias
         t_bias = None if t_bias is None else t_bias.detach()
     n = int(targets.numel())
+    caps = (softcap(student), softcap(teacher) if t_rows is not None else None)
     args = (rows, head.weight, head.bias, t_rows, t_weight, t_bias, t_topk, targets, objective, n,
-            chunk_size)
+            chunk_size, caps)
     if not torch.is_grad_enabled():  # evaluation: values only (needs_input_grad ignores no_grad)
         loss, ce, kd, _ = _chunk_loop(*args, need=(False, False, False))
         return LossOutput(loss, ce, kd, n)

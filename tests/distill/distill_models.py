@@ -1,9 +1,12 @@
-"""Tiny random causal LMs (GPT-2, GPT-NeoX, LLaMA with GQA) for distillation-loss tests."""
+"""Tiny random causal LMs (GPT-2, GPT-NeoX, LLaMA with GQA, soft-capped Gemma 2) for
+distillation-loss tests."""
 
 from __future__ import annotations
 
 import torch
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
@@ -13,7 +16,7 @@ from transformers import (
 )
 
 VOCAB = 301  # odd on purpose: chunk sizes and vocab never line up
-ARCHS = ("gpt2", "gpt_neox", "llama")
+ARCHS = ("gpt2", "gpt_neox", "llama", "gemma2")
 
 
 def tiny_lm(arch: str, hidden: int = 32, vocab: int = VOCAB, seed: int = 0) -> torch.nn.Module:
@@ -39,6 +42,13 @@ def tiny_lm(arch: str, hidden: int = 32, vocab: int = VOCAB, seed: int = 0) -> t
             max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
         )
         return LlamaForCausalLM(cfg)
+    if arch == "gemma2":  # a soft-cap small enough to bend random logits: the loss must apply it
+        cfg = Gemma2Config(
+            hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=8, intermediate_size=2 * hidden, vocab_size=vocab, max_position_embeddings=64,
+            final_logit_softcapping=0.5, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+        )
+        return Gemma2ForCausalLM(cfg)
     raise ValueError(arch)
 
 
