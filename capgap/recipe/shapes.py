@@ -11,7 +11,7 @@ FFN 11008 -> 8192. We keep that recipe's two preferences and make them a search:
 Among shapes within ``tolerance`` of the target we take the most balanced one (smallest
 |ln depth_keep - ln width_keep| + |ln ffn_keep - ln width_keep|), then the closest.
 Shapes stay loadable as vanilla Hugging Face checkpoints and GPU friendly: ``head_dim`` is
-kept, ``heads = hidden / head_dim``, GQA keeps its query-per-KV group (so ``kv_heads`` shrinks
+kept, heads shrink with the width (:func:`heads_at`), GQA keeps its query-per-KV group (so ``kv_heads`` shrinks
 with ``heads``), hidden and FFN are multiples of 64/128/256 when the model is large enough.
 Sizes use capgap's one definition (:mod:`capgap.models.params`): total, tied counted once.
 """
@@ -64,10 +64,20 @@ def reshape_config(config: PretrainedConfig, shape: Shape) -> PretrainedConfig:
                                               shape.layers_kept)
 
 
+def heads_at(g: Geometry, hidden: int) -> int:
+    """Query heads of a student of width ``hidden``: the teacher's heads per hidden dim kept.
+
+    With head_dim = hidden / heads (GPT-2, Pythia, Llama 2) this is ``hidden / head_dim``;
+    families whose head_dim is decoupled (Qwen3: 16 heads x 128 on hidden 1024) keep their
+    ratio of attention width to hidden width instead of losing heads faster than width."""
+    return hidden * g.n_heads // g.hidden
+
+
 def gpu_multiples(g: Geometry, multiple: int | None) -> tuple[int, int]:
     """(hidden step, FFN step). Hidden moves in whole GQA groups of heads, so its step is a
-    multiple of ``head_dim * group``; large models also round to tensor-core friendly sizes."""
-    head_step = g.head_dim * g.group_size
+    multiple of the teacher's hidden per KV group; large models also round to tensor-core
+    friendly sizes."""
+    head_step = g.hidden // g.n_kv if g.hidden % g.n_kv == 0 else g.head_dim * g.group_size
     if multiple is None:
         h_mult = 128 if g.hidden >= 2048 else 64 if g.hidden >= 512 else 8
         f_mult = 256 if g.ffn >= 4096 else 64 if g.ffn >= 1024 else 8
@@ -133,7 +143,7 @@ def _ffn_options(config: PretrainedConfig, g: Geometry, layers: int, hidden: int
                  target: int, tolerance: float) -> range:
     """FFN sizes worth scoring at this depth and hidden: params are linear in the FFN width,
     so only those within ``tolerance`` of the target, or else the single nearest, qualify."""
-    heads = hidden // g.head_dim
+    heads = heads_at(g, hidden)
     at = lambda f: count_params(config, Geometry(layers, hidden, heads, heads // g.group_size,  # noqa: E731
                                                   g.head_dim, f))
     base, slope = at(f_step), (at(2 * f_step) - at(f_step)) / f_step
@@ -148,7 +158,7 @@ def _ffn_options(config: PretrainedConfig, g: Geometry, layers: int, hidden: int
 
 def _candidate(config: PretrainedConfig, g: Geometry, kept: list[int], hidden: int,
                ffn: int) -> tuple[list[int], Geometry, int]:
-    heads = hidden // g.head_dim
+    heads = heads_at(g, hidden)
     geo = Geometry(len(kept), hidden, heads, heads // g.group_size, g.head_dim, ffn)
     return kept, geo, count_params(config, geo)
 
@@ -168,8 +178,8 @@ def _binding(config: PretrainedConfig, g: Geometry, kept: list[int], s: Geometry
         f"FFN multiple of {f_step}": base - count_params(
             config, Geometry(s.n_layers, s.hidden, s.n_heads, s.n_kv, s.head_dim,
                              max(s.ffn - f_step, 1))),
-        f"hidden multiple of {h_step} (head_dim {g.head_dim} x GQA group {g.group_size})":
-            base - _shrink_hidden(config, s, h_step),
+        f"hidden multiple of {h_step} (whole GQA groups of {g.group_size} heads)":
+            base - _shrink_hidden(config, g, s, h_step),
     }
     if not depth_fixed:
         steps["symmetric layer drops (2 layers)"] = 2 * layer
@@ -182,8 +192,8 @@ def _width(s: Geometry) -> tuple[int, int, int, int, int]:
     return s.hidden, s.n_heads, s.n_kv, s.head_dim, s.ffn
 
 
-def _shrink_hidden(config: PretrainedConfig, s: Geometry, h_step: int) -> int:
+def _shrink_hidden(config: PretrainedConfig, g: Geometry, s: Geometry, h_step: int) -> int:
     hidden = max(s.hidden - h_step, h_step)
-    heads = hidden // s.head_dim
+    heads = heads_at(g, hidden)
     return count_params(config, Geometry(s.n_layers, hidden, heads, heads // s.group_size,
                                          s.head_dim, s.ffn))

@@ -49,15 +49,18 @@ def test_llama2_7b_to_minima_3b():
     *[cls(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
           head_dim=64, intermediate_size=704, vocab_size=500, pad_token_id=0)
       for cls in (Qwen3Config, Gemma2Config, Phi3Config, Olmo2Config)],
+    # Qwen3-0.6B's decoupled head_dim (16 heads x 128 = 2x hidden), scaled down
+    Qwen3Config(hidden_size=256, num_hidden_layers=6, num_attention_heads=16, num_key_value_heads=8,
+                head_dim=32, intermediate_size=768, vocab_size=500),
 ], ids=["llama2-7b", "llama-gqa-bias-tied", "qwen2", "gpt_neox", "gpt2", "qwen3", "gemma2", "phi3",
-        "olmo2"])
+        "olmo2", "qwen3-decoupled"])
 def test_shape_is_exact_loadable_and_within_tolerance(config):
     """Analytic count == count_params_from_config; the reshaped config builds a vanilla model."""
     assert count_params(config) == count_params_from_config(config).total
     g = geometry(config)
     s = minima_shape(config, int(count_params(config) * 0.45))
     assert abs(s.error) <= 0.01
-    assert s.heads * g.head_dim == s.hidden and s.heads % s.kv_heads == 0
+    assert s.heads * g.hidden == s.hidden * g.n_heads and s.heads % s.kv_heads == 0  # ratio kept
     assert s.heads // s.kv_heads == g.group_size  # GQA group kept
     student = reshape_config(config, s)
     assert count_params_from_config(student).total == s.params
