@@ -27,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_fit(sub.add_parser("fit", help="fit T* = a·S + b (and T* = k·S) with bootstrap CIs",
                             description="Fit the law from sweep cells or optimal points.",
                             epilog=EPILOG))
+    _add_budget(sub.add_parser("budget", help="fit the budget-aware student-loss law "
+                               "L_S(N, D, L_T) (Busbridge et al. 2025) with bootstrap CIs",
+                               description="Fit L_S(N, D, L_T) from CE-only and distilled cells.",
+                               epilog=EPILOG))
     _add_predict(sub.add_parser("predict", help="recommend a teacher size for a student size",
                                 description="Recommend T* for a student size from law.json "
                                 "(or, when it holds no law, the teacher range its T*/S "
@@ -62,19 +66,35 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
                    f"{NOISE_FLOOR}, as a sweep's own law)")
 
 
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="sweep folder (results.sqlite) or cells CSV/JSONL with "
+                   "student_params, tokens, val_loss, alpha and teacher (or teacher_loss)")
+    p.add_argument("--teacher-loss", action="append", default=[], metavar="NAME=LOSS",
+                   help="a teacher's held-out loss (nats/token); repeat per teacher")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep only cells with KEY == VALUE (repeatable)")
+    p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                   help="bootstrap refits over resampled cells (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
+    p.add_argument("--out", help="write the law here (JSON), e.g. budget_law.json")
+
+
 def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--law", help="law.json written by capgap law fit (default: the paper's "
-                   "published T* = 2.5·S in total parameters, which has no interval)")
+    p.add_argument("--law", help="law.json written by capgap law fit, or a budget law from "
+                   "capgap law budget (default: the paper's published T* = 2.5·S in total "
+                   "parameters, which has no interval)")
     p.add_argument("--student-params", required=True, metavar="N",
                    help="student size in the law's unit, e.g. 3B, 350M, 1.2e9")
+    p.add_argument("--tokens", metavar="D", help="distillation tokens (needs a budget law)")
     p.add_argument("--teachers", metavar="A,B,C",
-                   help="available teacher sizes; prints the closest in log-size and a ranking")
+                   help="available teacher sizes; prints the closest in log-size and a ranking "
+                   "(with a budget law: NAME=LOSS pairs, default the law's own teachers)")
     p.add_argument("--json", action="store_true", help="print the recommendation as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to fit or predict."""
-    return _fit(args) if args.law_command == "fit" else _predict(args)
+    return {"fit": _fit, "budget": _budget, "predict": _predict}[args.law_command](args)
 
 
 # ---------------------------------------------------------------- fit
@@ -187,11 +207,93 @@ def _num(x: float | None, spec: str) -> str:
 # ---------------------------------------------------------------- predict
 
 
+def _budget(args: argparse.Namespace) -> int:
+    from capgap.io import write_json
+    from capgap.law.budget import fit_budget_law, rows_from
+    from capgap.law.cells import read_table
+
+    losses = {}
+    for item in args.teacher_loss:
+        name, sep, value = item.partition("=")
+        try:
+            losses[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise CapgapError(f"--teacher-loss {item!r}: expected NAME=LOSS, e.g. T3=4.21")
+    where = parse_where(args.where)
+    records = [r for r in read_table(args.source).rows
+               if all(str(r.get(k)) == v or _same_number(r.get(k), v) for k, v in where.items())]
+    law = fit_budget_law(rows_from(records, losses), bootstrap=args.bootstrap, seed=args.seed)
+    print(summarise_budget(law))
+    if args.out:
+        write_json(args.out, law.to_dict())
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _same_number(a: Any, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def summarise_budget(law: Any) -> str:
+    """The fitted constants with their intervals and the fit's residuals."""
+    lines = [f"budget-aware law on {law.fit['cells']} cells ({law.fit['baseline_cells']} CE-only): "
+             f"rmse {law.fit['rmse_nats']:.4f} nats, worst {law.fit['max_abs_nats']:.4f}"]
+    for name, value in law.supervised.items() | law.distilled.items():
+        ci = law.ci.get(name)
+        lines.append(f"  {name:>5} = {value:.4g}" + (f"  [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""))
+    if law.fit["at_bounds"]:
+        lines.append(f"  not determined by these data (at a search bound): {', '.join(law.fit['at_bounds'])}")
+    return "\n".join(lines)
+
+
+def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
+    from capgap.law import parse_size
+    from capgap.law.budget import BudgetLaw
+
+    law = BudgetLaw.from_dict(data)
+    teachers = None
+    if args.teachers:
+        teachers = {}
+        for item in args.teachers.split(","):
+            name, sep, value = item.partition("=")
+            try:
+                teachers[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise CapgapError(f"--teachers {item!r}: a budget law needs NAME=LOSS pairs")
+    if not args.tokens:
+        raise CapgapError("a budget law predicts for a token budget: add --tokens D")
+    rec = law.best_teacher(parse_size(args.student_params), parse_size(args.tokens), teachers)
+    if args.json:
+        print(json.dumps(rec, indent=2))
+        return 0
+    lines = [f"student {rec['student_params']:.4g} params, {rec['tokens']:.4g} tokens: "
+             f"best teacher {rec['best']} (no teacher: {rec['baseline']:.4f} nats)"]
+    for name, loss in sorted(rec["losses"].items(), key=lambda kv: kv[1]):
+        ci = rec.get("loss_ci", {}).get(name)
+        share = rec.get("best_share", {}).get(name)
+        lines.append(f"  {name:>12}: {loss:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+                     + (f"  best in {share:.0%} of resamples" if share is not None else ""))
+    print("\n".join(lines))
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from capgap.law import parse_size, parse_sizes, predict
+    from capgap.law.budget import FORMAT
     from capgap.law.predict import check_law, paper_law, predict_range, read_law
 
     law = read_law(args.law) if args.law else paper_law()
+    if law.get("format") == FORMAT:
+        return _predict_budget(args, law)
+    if args.tokens:
+        raise CapgapError("--tokens needs a budget law (capgap law budget ... --out F; --law F)")
     n = parse_size(args.student_params)
     teachers = parse_sizes(args.teachers) if args.teachers else None
     if args.law and law.get("status", "ok") != "ok":

@@ -7,6 +7,7 @@ the statistical choices are described in ``capgap/law/README.md``.
     >>> predict(law, 3e9, teachers=[1.3e9, 6.7e9, 13e9]).closest_teacher  # doctest: +SKIP
 """
 
+from capgap.law.budget import BudgetLaw, fit_budget_law
 from capgap.law.cells import (
     Cell,
     Point,
@@ -29,6 +30,8 @@ from capgap.law.predict import (
 from capgap.law.units import format_size, parse_size, parse_sizes
 
 __all__ = [
+    "BudgetLaw",
+    "fit_budget_law",
     "Cell",
     "Point",
     "RangeRecommendation",

@@ -1,0 +1,261 @@
+"""The budget-aware law: student loss as a function of size, tokens and the teacher's loss.
+
+Busbridge et al., *Distillation Scaling Laws* (arXiv 2502.08606), in two parts:
+
+* supervised (no teacher), Hoffmann et al.'s form
+  ``Lsup(N, D) = E + (A / N**alpha + B / D**beta) ** gamma``;
+* distilled, for a teacher of cross-entropy ``L_T``
+  ``L_S = L_T + L_T**(-c0) * (1 + (L_T / (d1 * Lsup)) ** (1 / f1)) ** (-c1 * f1)
+  * (A / N**alpha + B / D**beta) ** gamma``
+  (their Eq. 8). The middle factor is a broken power law in ``L_T / Lsup``: a teacher far
+  better than what the student reaches alone stops helping, then hurts.
+
+The supervised constants are fitted on CE-only cells (alpha = 1), then ``c0, c1, d1, f1`` on
+the distilled cells with those held fixed, as the paper does. Fits are robust least squares
+(soft-L1) over several starts; bootstrap over cells gives intervals for every constant and
+prediction. ``T*(N, D)`` is the argmin of ``L_S`` over the teachers a user has (their losses).
+numpy/scipy only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from capgap.errors import CapgapError
+
+SUP_NAMES = ("E", "A", "alpha", "B", "beta", "gamma")
+KD_NAMES = ("c0", "c1", "d1", "f1")
+FORMAT = "capgap-budget-law/1"
+
+
+def _sup_term(n: np.ndarray, d: np.ndarray, s: Mapping[str, float]) -> np.ndarray:
+    """``(A / N**alpha + B / D**beta) ** gamma`` computed in logs (no overflow)."""
+    la = math.log(s["A"]) - s["alpha"] * np.log(n)
+    lb = math.log(s["B"]) - s["beta"] * np.log(d)
+    return np.exp(s["gamma"] * np.logaddexp(la, lb))
+
+
+def supervised_loss(n: Any, d: Any, s: Mapping[str, float]) -> np.ndarray:
+    """``Lsup(N, D)`` of the supervised constants ``s``."""
+    n, d = np.asarray(n, float), np.asarray(d, float)
+    return s["E"] + _sup_term(n, d, s)
+
+
+def student_loss(n: Any, d: Any, teacher_loss: Any, s: Mapping[str, float],
+                 k: Mapping[str, float]) -> np.ndarray:
+    """``L_S(N, D, L_T)`` (module docstring) of constants ``s`` (supervised) and ``k`` (KD)."""
+    n, d, lt = (np.asarray(x, float) for x in (n, d, teacher_loss))
+    ratio = lt / (k["d1"] * supervised_loss(n, d, s))
+    broken = np.exp(-k["c1"] * k["f1"] * np.log1p(ratio ** (1 / k["f1"])))
+    return lt + lt ** (-k["c0"]) * broken * _sup_term(n, d, s)
+
+
+@dataclass
+class BudgetLaw:
+    """Fitted constants (point estimates), their intervals and how well they fit."""
+
+    supervised: dict[str, float]
+    distilled: dict[str, float]
+    ci: dict[str, list[float]] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
+    teachers: dict[str, float] = field(default_factory=dict)  # name -> L_T seen in the fit
+    boot: list[tuple[dict[str, float], dict[str, float]]] = field(default_factory=list, repr=False)
+
+    def loss(self, n: Any, d: Any, teacher_loss: Any | None = None) -> np.ndarray:
+        """Predicted student loss; ``teacher_loss=None`` is the no-teacher baseline."""
+        if teacher_loss is None:
+            return supervised_loss(n, d, self.supervised)
+        return student_loss(n, d, teacher_loss, self.supervised, self.distilled)
+
+    def best_teacher(self, n: float, d: float, teachers: Mapping[str, float] | None = None,
+                     ci: float = 0.95) -> dict[str, Any]:
+        """``T*(N, D)``: the teacher (name -> its loss) with the lowest predicted student loss.
+
+        With bootstrap fits, also how often each teacher is the argmin across resamples and
+        the interval of each predicted loss; ``baseline`` is the no-teacher prediction."""
+        teachers = dict(teachers or self.teachers)
+        if not teachers:
+            raise CapgapError("no teachers to choose from: give their losses (NAME=LOSS)")
+        names = list(teachers)
+        lt = np.array([teachers[t] for t in names])
+        pred = self.loss(n, d, lt)
+        out: dict[str, Any] = {
+            "student_params": n, "tokens": d, "best": names[int(np.argmin(pred))],
+            "losses": dict(zip(names, pred.round(5).tolist(), strict=True)),
+            "baseline": round(float(self.loss(n, d)), 5),
+        }
+        if self.boot:
+            draws = np.array([student_loss(n, d, lt, s, k) for s, k in self.boot])  # [B, T]
+            wins = np.bincount(np.nanargmin(draws, axis=1), minlength=len(names)) / len(draws)
+            q = [(1 - ci) / 2, (1 + ci) / 2]
+            out["best_share"] = dict(zip(names, wins.round(3).tolist(), strict=True))
+            out["loss_ci"] = {t: np.nanquantile(draws[:, i], q).round(5).tolist()
+                              for i, t in enumerate(names)}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "form": "Busbridge et al. 2025, Eq. 8 (arXiv 2502.08606)",
+                "supervised": self.supervised, "distilled": self.distilled, "ci": self.ci,
+                "fit": self.fit, "teachers": self.teachers,
+                "bootstrap": [{"supervised": s, "distilled": k} for s, k in self.boot]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BudgetLaw:
+        if data.get("format") != FORMAT:
+            raise CapgapError(f"not a budget law (format {data.get('format')!r}, want {FORMAT})")
+        boot = [(b["supervised"], b["distilled"]) for b in data.get("bootstrap", [])]
+        return cls(dict(data["supervised"]), dict(data["distilled"]), dict(data.get("ci", {})),
+                   dict(data.get("fit", {})), dict(data.get("teachers", {})), boot)
+
+
+# ---------------------------------------------------------------------------------------
+# Fitting
+
+
+@dataclass(frozen=True)
+class Row:
+    """One trained student: size, tokens, its loss and its teacher's (None: no teacher)."""
+
+    n: float
+    d: float
+    loss: float
+    teacher_loss: float | None = None
+    teacher: str | None = None
+
+
+def rows_from(records: Iterable[Mapping[str, Any]], teacher_losses: Mapping[str, float] | None = None) -> list[Row]:
+    """Rows from cell dicts: ``student_params``, ``tokens``, ``val_loss``, ``alpha`` and the
+    teacher's loss as ``teacher_loss`` or through ``teacher_losses[teacher]``. Cells not
+    ``done`` are skipped; a distilled cell whose teacher has no loss is an error."""
+    out = []
+    for r in records:
+        if r.get("status", "done") != "done" or r.get("val_loss") is None:
+            continue
+        n, d, loss = float(r["student_params"]), float(r["tokens"]), float(r["val_loss"])
+        if float(r.get("alpha", 0.5)) >= 1.0:
+            out.append(Row(n, d, loss))
+            continue
+        name = r.get("teacher")
+        lt = r.get("teacher_loss")
+        if lt is None and teacher_losses is not None:
+            lt = teacher_losses.get(str(name))
+        if lt is None:
+            raise CapgapError(f"no loss for teacher {name!r}: give it as --teacher-loss {name}=LOSS")
+        out.append(Row(n, d, loss, float(lt), None if name is None else str(name)))
+    return out
+
+
+def _unpack_sup(x: np.ndarray) -> dict[str, float]:
+    return {"E": float(np.exp(x[0])), "A": float(np.exp(x[1])), "alpha": float(x[2]),
+            "B": float(np.exp(x[3])), "beta": float(x[4]), "gamma": float(x[5])}
+
+
+def _unpack_kd(x: np.ndarray) -> dict[str, float]:
+    return {"c0": float(x[0]), "c1": float(x[1]), "d1": float(np.exp(x[2])), "f1": float(np.exp(x[3]))}
+
+
+def _best_of(residual, starts: Iterable[Sequence[float]], lower: Sequence[float],
+             upper: Sequence[float]) -> tuple[np.ndarray, float]:
+    best, cost = None, math.inf
+    for x0 in starts:
+        try:
+            r = least_squares(residual, np.asarray(x0, float), bounds=(lower, upper), loss="soft_l1",
+                              f_scale=0.01, max_nfev=2000)
+        except (ValueError, FloatingPointError):
+            continue
+        if np.isfinite(r.cost) and r.cost < cost:
+            best, cost = r.x, float(r.cost)
+    if best is None:
+        raise CapgapError("the budget law did not converge from any start")
+    return best, cost
+
+
+def fit_supervised(rows: Sequence[Row]) -> dict[str, float]:
+    """The supervised constants from CE-only rows (needs >= 2 sizes and >= 2 budgets)."""
+    base = [r for r in rows if r.teacher_loss is None]
+    n, d, y = (np.array([getattr(r, a) for r in base], float) for a in ("n", "d", "loss"))
+    if len(set(n.round(-2))) < 2 or len(set(d)) < 2 or len(base) < len(SUP_NAMES):
+        raise CapgapError(f"the supervised law needs CE-only cells at >= 2 student sizes and >= 2 "
+                          f"budgets, at least {len(SUP_NAMES)} cells (got {len(base)})")
+    floor = float(y.min())
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        return supervised_loss(n, d, _unpack_sup(x)) - y
+
+    starts = [[math.log(floor * e), math.log(a), al, math.log(b), be, 1.0]
+              for e, a, al, b, be in itertools.product((0.5, 0.9), (1e2, 1e4), (0.3, 0.6),
+                                                        (1e2, 1e4), (0.3, 0.6))]
+    lower = [math.log(1e-3), math.log(1e-6), 0.01, math.log(1e-6), 0.01, 0.1]
+    upper = [math.log(floor), math.log(1e12), 2.0, math.log(1e12), 2.0, 3.0]
+    x, _ = _best_of(residual, starts, lower, upper)
+    return _unpack_sup(x)
+
+
+def fit_distilled(rows: Sequence[Row], sup: Mapping[str, float]) -> dict[str, float]:
+    """``c0, c1, d1, f1`` from distilled rows, the supervised constants held fixed."""
+    kd = [r for r in rows if r.teacher_loss is not None]
+    if len(kd) < len(KD_NAMES) + 1:
+        raise CapgapError(f"the distillation law needs at least {len(KD_NAMES) + 1} distilled cells "
+                          f"(got {len(kd)})")
+    n, d, lt, y = (np.array([getattr(r, a) for r in kd], float)
+                   for a in ("n", "d", "teacher_loss", "loss"))
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        return student_loss(n, d, lt, sup, _unpack_kd(x)) - y
+
+    starts = [[c0, c1, math.log(d1), math.log(f1)]
+              for c0, c1, d1, f1 in itertools.product((0.0, 1.0), (0.5, 2.0, 8.0), (0.5, 1.0, 2.0),
+                                                        (0.1, 0.3, 1.0))]
+    x, _ = _best_of(residual, starts, [-3.0, 0.0, math.log(0.05), math.log(0.05)],
+                    [5.0, 10.0, math.log(20.0), math.log(20.0)])
+    return _unpack_kd(x)
+
+
+def fit_budget_law(rows: Sequence[Row], bootstrap: int = 200, ci: float = 0.95,
+                   seed: int = 0) -> BudgetLaw:
+    """Fit both parts, then ``bootstrap`` refits on cells resampled with replacement."""
+    sup = fit_supervised(rows)
+    kd = fit_distilled(rows, sup)
+    law = BudgetLaw(sup, kd, teachers=_teachers(rows))
+    resid = np.array([float(law.loss(r.n, r.d, r.teacher_loss)) - r.loss for r in rows])
+    law.fit = {"cells": len(rows), "baseline_cells": sum(r.teacher_loss is None for r in rows),
+               "rmse_nats": float(np.sqrt(np.mean(resid**2))),
+               "max_abs_nats": float(np.abs(resid).max()),
+               "at_bounds": _at_bounds(sup, kd)}
+    rng = np.random.default_rng(seed)
+    for _ in range(bootstrap):
+        sample = [rows[i] for i in rng.integers(0, len(rows), len(rows))]
+        try:
+            s = fit_supervised(sample)
+            law.boot.append((s, fit_distilled(sample, s)))
+        except CapgapError:  # a resample without enough sizes or budgets: skipped, counted
+            continue
+    law.fit["bootstrap"] = {"asked": bootstrap, "fitted": len(law.boot)}
+    if law.boot:
+        q = [(1 - ci) / 2, (1 + ci) / 2]
+        for name in SUP_NAMES:
+            law.ci[name] = np.quantile([s[name] for s, _ in law.boot], q).tolist()
+        for name in KD_NAMES:
+            law.ci[name] = np.quantile([k[name] for _, k in law.boot], q).tolist()
+        law.ci["level"] = [ci, ci]
+    return law
+
+
+def _teachers(rows: Sequence[Row]) -> dict[str, float]:
+    return {r.teacher or f"L_T={r.teacher_loss:.4f}": r.teacher_loss for r in rows
+            if r.teacher_loss is not None}
+
+
+def _at_bounds(sup: Mapping[str, float], kd: Mapping[str, float]) -> list[str]:
+    """Constants pinned at a search bound: what the data do not determine."""
+    edges = {"alpha": (0.01, 2.0), "beta": (0.01, 2.0), "gamma": (0.1, 3.0), "c0": (-3.0, 5.0),
+             "c1": (0.0, 10.0), "d1": (0.05, 20.0), "f1": (0.05, 20.0)}
+    values = dict(sup) | dict(kd)
+    return [k for k, (lo, hi) in edges.items() if min(abs(values[k] - lo), abs(values[k] - hi)) < 1e-3 * (hi - lo)]
