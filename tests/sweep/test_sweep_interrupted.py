@@ -5,6 +5,7 @@ and re-running the same command finishes them with the numbers an uninterrupted 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -80,7 +81,13 @@ def interrupted(finished_sweep, sweep_root):
             if (out / "results.sqlite").is_file():
                 seen["reads"] += bool(read_rows(out) is not None)
             time.sleep(0.05)
-        rows = read_rows(out)  # readers while the driver writes
+        # Freeze every worker where it is, so the cells stay unfinished while this test reads,
+        # reports and starts a second driver: the kill below then lands mid-cell, not after
+        # the cells have finished (a timing race on a loaded machine before).
+        workers = _workers(psutil.Process(driver.pid))
+        for w in workers:
+            w.suspend()
+        rows = read_rows(out)  # readers while the driver runs
         seen["running_seen"] = sum(r["status"] == "running" for r in rows)
         try:
             fit_source(rows, n_boot=20)
@@ -90,14 +97,18 @@ def interrupted(finished_sweep, sweep_root):
         seen["report"] = build_report(out)
         second = subprocess.run(_cli(cfg, out), capture_output=True, text=True, timeout=120)
         seen["second"] = second
-        workers = _workers(psutil.Process(driver.pid))
         seen["workers"] = len(workers)
         victim = workers[0]
         os.kill(victim.pid, signal.SIGKILL)
         seen["killed_pid"] = victim.pid
+        for w in workers[1:]:
+            w.resume()
         stdout, stderr = driver.communicate(timeout=300)
         seen["driver_rc"], seen["driver_out"] = driver.returncode, stdout + stderr
     finally:
+        for w in _workers(psutil.Process(driver.pid)) if driver.poll() is None else []:
+            with contextlib.suppress(psutil.Error):  # a test that failed mid-freeze
+                w.resume()
         if driver.poll() is None:
             driver.kill()
             driver.wait()
