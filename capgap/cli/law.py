@@ -210,20 +210,12 @@ def _num(x: float | None, spec: str) -> str:
 def _budget(args: argparse.Namespace) -> int:
     from capgap.io import write_json
     from capgap.law.budget import fit_budget_law, rows_from
-    from capgap.law.cells import read_table
+    from capgap.law.cells import matches, read_table
 
-    losses = {}
-    for item in args.teacher_loss:
-        name, sep, value = item.partition("=")
-        try:
-            losses[name] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name:
-            raise CapgapError(f"--teacher-loss {item!r}: expected NAME=LOSS, e.g. T3=4.21")
+    losses = parse_losses(args.teacher_loss, "--teacher-loss")
     where = parse_where(args.where)
     records = [r for r in read_table(args.source).rows
-               if all(str(r.get(k)) == v or _same_number(r.get(k), v) for k, v in where.items())]
+               if all(matches(r.get(k), v) for k, v in where.items())]
     law = fit_budget_law(rows_from(records, losses), bootstrap=args.bootstrap, seed=args.seed)
     print(summarise_budget(law))
     if args.out:
@@ -232,11 +224,18 @@ def _budget(args: argparse.Namespace) -> int:
     return 0
 
 
-def _same_number(a: Any, b: str) -> bool:
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return False
+def parse_losses(items: list[str], flag: str) -> dict[str, float]:
+    """``NAME=LOSS`` items -> {name: loss}; a one-line error naming ``flag`` otherwise."""
+    out = {}
+    for item in items:
+        name, _, value = (part.strip() for part in item.partition("="))
+        try:
+            out[name] = float(value)
+        except ValueError:
+            name = ""
+        if not name:
+            raise CapgapError(f"{flag} {item!r}: expected NAME=LOSS, e.g. T3=4.21")
+    return out
 
 
 def summarise_budget(law: Any) -> str:
@@ -256,17 +255,7 @@ def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
     from capgap.law.budget import BudgetLaw
 
     law = BudgetLaw.from_dict(data)
-    teachers = None
-    if args.teachers:
-        teachers = {}
-        for item in args.teachers.split(","):
-            name, sep, value = item.partition("=")
-            try:
-                teachers[name.strip()] = float(value)
-            except ValueError:
-                sep = ""
-            if not sep:
-                raise CapgapError(f"--teachers {item!r}: a budget law needs NAME=LOSS pairs")
+    teachers = parse_losses(args.teachers.split(","), "--teachers") if args.teachers else None
     if not args.tokens:
         raise CapgapError("a budget law predicts for a token budget: add --tokens D")
     rec = law.best_teacher(parse_size(args.student_params), parse_size(args.tokens), teachers)

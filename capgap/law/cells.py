@@ -369,7 +369,7 @@ def _apply_where(items: list[Any], where: Mapping[str, str],
             columns = sorted({k for c in items for k in fields(c)})
             raise CapgapError(f"--where {key}={want}: no column {key!r} "
                               f"(columns: {', '.join(columns) or 'none'})")
-        matched = [c for c in present if _matches(fields(c)[key], want)]
+        matched = [c for c in present if matches(fields(c)[key], want)]
         if not matched:
             values = sorted({str(fields(c)[key]) for c in present})[:10]
             raise CapgapError(f"no cells match {key}={want} (values present: {', '.join(values)})")
@@ -377,7 +377,7 @@ def _apply_where(items: list[Any], where: Mapping[str, str],
     return kept
 
 
-def _matches(value: Any, want: str) -> bool:
+def matches(value: Any, want: str) -> bool:
     """Equal as numbers when both are numbers (``2e6`` matches ``2000000``), else as text."""
     try:
         return float(value) == float(want)

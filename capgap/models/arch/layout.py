@@ -23,6 +23,7 @@ Axis kinds
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -156,8 +157,6 @@ class Adapter:
             if attn.scale_attn_by_inverse_layer_idx and old_idx != new_idx:
                 _fold_inverse_layer_scale(attn, n_heads * geo.head_dim, old_idx, new_idx)
         if self.config_per_layer:  # trap: Phi-3 splits its fused qkv by the *config's* head count
-            import copy
-
             own = copy.copy(attn.config)
             own.num_attention_heads = n_heads
             own.num_key_value_heads = n_heads // geo.group_size
