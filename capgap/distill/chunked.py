@@ -262,6 +262,7 @@ def _fused_loss(
     chunk_size: int,
     ignore_index: int,
     teacher_topk: TopKTeacher | None = None,
+    teacher_hidden: Tensor | None = None,
 ) -> LossOutput:
     labels = input_ids if labels is None else labels
     _check_inputs(input_ids, labels, chunk_size)
@@ -277,10 +278,11 @@ def _fused_loss(
     )  # [N, H], [N]
     t_rows = t_weight = t_bias = None
     if objective.needs_teacher and t_topk is None:
-        with torch.no_grad():
-            t_rows, _ = shift_and_flatten(
-                _hidden(teacher, input_ids, attention_mask), labels, attention_mask, ignore_index
-            )  # [N, Ht]
+        if teacher_hidden is None:
+            with torch.no_grad():
+                teacher_hidden = _hidden(teacher, input_ids, attention_mask)  # [B, T, Ht]
+        t_rows, _ = shift_and_flatten(teacher_hidden.detach(), labels, attention_mask,
+                                      ignore_index)  # [N, Ht]
         t_head = lm_head(teacher)
         t_weight, t_bias = t_head.weight.detach(), t_head.bias
         t_bias = None if t_bias is None else t_bias.detach()
@@ -307,6 +309,7 @@ def distill_loss(
     chunk_size: int = 1024,
     *,
     teacher_topk: TopKTeacher | None = None,
+    teacher_hidden: Tensor | None = None,
     scale_kd_by_t2: bool = True,
     ignore_index: int = IGNORE_INDEX,
     **div_kwargs: Any,
@@ -322,12 +325,24 @@ def distill_loss(
     ``teacher_topk`` (fields [B, T, k] / [B, T], e.g. from :mod:`capgap.distill.cache`)
     replaces the teacher model: the divergence is then taken between the coarse-grained
     distributions of :func:`~capgap.distill.losses.coarse_grain`.
+
+    ``teacher_hidden`` [B, T, Ht]: the teacher body's final hidden states of ``input_ids``,
+    computed once elsewhere (:func:`teacher_body_states`, shared by students trained in
+    lockstep); the teacher's head still runs here, chunk by chunk.
     """
     objective = KDObjective(alpha, temperature, divergence, dict(div_kwargs), scale_kd_by_t2)
     return _fused_loss(
         student, teacher, input_ids, labels, attention_mask, objective, chunk_size, ignore_index,
-        teacher_topk,
+        teacher_topk, teacher_hidden,
     )
+
+
+@torch.no_grad()
+def teacher_body_states(teacher: nn.Module, input_ids: Tensor,
+                        attention_mask: Tensor | None = None) -> Tensor:
+    """The frozen teacher's final post-norm hidden states [B, T, Ht], exactly as
+    :func:`distill_loss` computes them itself (so sharing them changes no bit)."""
+    return _hidden(teacher, input_ids, attention_mask)
 
 
 def lm_loss(

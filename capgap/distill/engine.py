@@ -37,7 +37,14 @@ from capgap.models.init import reinitialise
 from capgap.models.params import count_params
 from capgap.runs import RunDir
 from capgap.train.distributed import Parallel, setup
-from capgap.train.loop import OptimConfig, TrainConfig, autocast_for, total_steps_for, train
+from capgap.train.loop import (
+    OptimConfig,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    autocast_for,
+    total_steps_for,
+)
 from capgap.train.pretrain import EvalConfig
 
 
@@ -146,19 +153,23 @@ def make_step(teacher: nn.Module | None, obj: ObjectiveConfig):  # noqa: ANN201 
     """The training step: the chunked distillation loss on one micro-batch.
 
     A batch is input ids (B, T), or a dict that also carries cached teacher rows
-    (:class:`~capgap.distill.cache.CachedTeacherLoader`), in which case no teacher runs.
+    (:class:`~capgap.distill.cache.CachedTeacherLoader`), in which case no teacher runs, or
+    the teacher body's hidden states computed once for several students
+    (:class:`~capgap.distill.lockstep.SharedTeacherLoader`), in which case only its head runs.
     """
     from capgap.distill.chunked import distill_loss
 
     def step(student: nn.Module, batch: torch.Tensor | dict) -> tuple[torch.Tensor, dict]:
-        topk = None
+        topk = hidden = None
         if isinstance(batch, dict):
-            topk = TopKTeacher(batch["t_indices"], batch["t_logp"], batch["t_other"])
+            if "t_indices" in batch:
+                topk = TopKTeacher(batch["t_indices"], batch["t_logp"], batch["t_other"])
+            hidden = batch.get("t_hidden")
             batch = batch["input_ids"]
         out = distill_loss(student, teacher if obj.alpha < 1 and topk is None else None, batch,
                            alpha=obj.alpha, temperature=obj.temperature,
                            divergence=obj.divergence, chunk_size=obj.chunk_size, teacher_topk=topk,
-                           **obj.divergence_kwargs)
+                           teacher_hidden=hidden, **obj.divergence_kwargs)
         metrics = {"ce": float(out.ce)}
         if out.kd is not None:
             metrics["kd"] = float(out.kd)
@@ -167,9 +178,8 @@ def make_step(teacher: nn.Module | None, obj: ObjectiveConfig):  # noqa: ANN201 
     return step
 
 
-def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any, nn.Module | None]:
-    """Student (trainable, fp32), its tokenizer, and the frozen teacher (or None)."""
-    from capgap.distill.chunked import check_vocab
+def load_student(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any]:
+    """The student (trainable, fp32; re-initialised for ``init: scratch``) and its tokenizer."""
     from capgap.models.anymodel import load_any_model
 
     student, tokenizer = load_any_model(cfg.student)
@@ -177,12 +187,27 @@ def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any,
         raise CapgapError(f"{cfg.student} has no tokenizer; the student's tokenizer feeds the data")
     if cfg.init == "scratch":
         reinitialise(student, cfg.train.seed)
-    student = student.to(device=device, dtype=torch.float32)
-    teacher = None
-    if cfg.objective.alpha < 1:
-        teacher, t_tok = load_any_model(cfg.teacher)
-        teacher = teacher.to(device=device, dtype=_teacher_dtype(cfg.teacher_dtype, device))
-        teacher.eval().requires_grad_(False)
+    return student.to(device=device, dtype=torch.float32), tokenizer
+
+
+def load_teacher(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module | None, Any]:
+    """The frozen teacher (eval mode, no gradients) and its tokenizer; None when alpha == 1."""
+    from capgap.models.anymodel import load_any_model
+
+    if cfg.objective.alpha >= 1:
+        return None, None
+    teacher, tokenizer = load_any_model(cfg.teacher)
+    teacher = teacher.to(device=device, dtype=_teacher_dtype(cfg.teacher_dtype, device))
+    return teacher.eval().requires_grad_(False), tokenizer
+
+
+def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any, nn.Module | None]:
+    """Student (trainable, fp32), its tokenizer, and the frozen teacher (or None)."""
+    from capgap.distill.chunked import check_vocab
+
+    student, tokenizer = load_student(cfg, device)
+    teacher, t_tok = load_teacher(cfg, device)
+    if teacher is not None:
         check_vocab(student, teacher, tokenizer, t_tok)
     return student, tokenizer, teacher
 
@@ -236,6 +261,81 @@ def _train_loader(cfg: DistillConfig, store: Any, seq_len: int, teacher: nn.Modu
     return CachedTeacherLoader(loader, TeacherCache(path))
 
 
+@dataclass
+class Session:
+    """One student's distillation, set up and ready to train: what :func:`distill` runs
+    alone and :func:`~capgap.distill.lockstep.distill_lockstep` runs beside others."""
+
+    cfg: DistillConfig
+    run: RunDir
+    student: nn.Module
+    tokenizer: Any
+    teacher: nn.Module | None
+    seq_len: int
+    store: Any
+    heldout: Callable[[], str]
+    loader: Any
+    n_s: Any
+    n_t: int | None
+    cache: Path | None
+    t0: float = field(default_factory=time.perf_counter)
+
+    def trainer(self, par: Parallel, progress: bool = True, own_rng: bool = False) -> Trainer:
+        """The shared loop's :class:`Trainer` for this student, seeded by ``train.seed``."""
+        n_t = self.n_t
+        desc = f"distill {self.n_s.total / 1e6:.2f}M"
+        desc += "" if n_t is None else f" <- {n_t / 1e6:.2f}M"
+        torch.manual_seed(self.cfg.train.seed)
+        return Trainer(self.student, self.loader, make_step(self.teacher, self.cfg.objective),
+                       self.cfg.train, self.run,
+                       eval_fn=_quick_eval(self.cfg, self.store, self.seq_len, par.device),
+                       desc=desc, progress=progress, own_rng=own_rng)
+
+    def finish(self, result: TrainResult, par: Parallel) -> DistillResult:
+        """Rank 0 evaluates and saves; every rank gets the recorded result."""
+        if par.is_main:
+            _finish(self.cfg, self.run, result, self.tokenizer, self.heldout, self.seq_len,
+                    self.n_s, self.n_t, self.cache, self.t0)
+        par.barrier()
+        return DistillResult(**self.run.summary()["result"])
+
+
+DataFn = Callable[[DistillConfig, Any, Parallel], tuple[Any, Callable[[], str]]]
+
+
+def open_session(cfg: DistillConfig, out: str | Path, par: Parallel, *, resume: bool = False,
+                 overwrite: bool = False, force: bool = False,
+                 teacher: tuple[nn.Module | None, Any] | None = None,
+                 data: DataFn | None = None, shared_loader: Any = None) -> Session:
+    """Load, check and open everything one distillation needs; bad input fails before ``out``
+    is touched. ``teacher`` (model, tokenizer), ``data`` and ``shared_loader`` let students
+    trained together share one teacher, one token store and one teacher forward per batch."""
+    from capgap.distill.chunked import check_vocab
+    from capgap.evaluate.heldout import model_context
+
+    student, tokenizer = load_student(cfg, par.device)
+    model, t_tok = load_teacher(cfg, par.device) if teacher is None else teacher
+    model = model if cfg.objective.alpha < 1 else None
+    if model is not None:
+        check_vocab(student, model, tokenizer, t_tok)
+    n_t = None if model is None else count_params(model).total
+    seq_len = cfg.data.seq_len or model_context(student)
+    total_steps_for(cfg.train, cfg.train.micro_batch_size * cfg.train.grad_accum * seq_len)
+    run = _open_run(cfg, out, resume, overwrite, force, par)
+    _warn(run, par, size_warning(student, model))
+    store, heldout = (data or _data)(cfg, tokenizer, par)
+    loader = _train_loader(cfg, store, seq_len, model, par)
+    cache = loader.cache.path if isinstance(loader, CachedTeacherLoader) else None
+    if cache is not None:
+        model = None  # its outputs are on disk: free the memory for the student
+        if par.is_main:
+            run.log({"event": "teacher_cache", "path": str(cache)})
+    elif model is not None and shared_loader is not None:
+        loader = shared_loader(loader)
+    return Session(cfg, run, student, tokenizer, model, seq_len, store, heldout, loader,
+                   count_params(student), n_t, cache)
+
+
 def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
             device: str | None = None, force: bool = False) -> DistillResult:
     """Run (or resume) one distillation into ``out``; a finished run is returned as is.
@@ -243,37 +343,16 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     ``force``: resume even though the config differs from the one the run started with
     (the differing keys are logged and the new config is stored).
     """
-    from capgap.evaluate.heldout import model_context
     from capgap.runs import is_complete
 
     if resume and is_complete(out):
         return DistillResult(**RunDir(Path(out), True, True).summary()["result"])
     cfg = cfgmod.checked(cfg)
     par = setup(cfg.train.parallel, device)
-    torch.manual_seed(cfg.train.seed)
-    student, tokenizer, teacher = load_pair(cfg, par.device)  # bad input fails before --out
-    seq_len = cfg.data.seq_len or model_context(student)
-    total_steps_for(cfg.train, cfg.train.micro_batch_size * cfg.train.grad_accum * seq_len)
-    run = _open_run(cfg, out, resume, overwrite, force, par)
-    _warn(run, par, size_warning(student, teacher))
-    store, heldout = _data(cfg, tokenizer, par)
-    loader = _train_loader(cfg, store, seq_len, teacher, par)
-    n_s = count_params(student)
-    n_t = None if teacher is None else count_params(teacher).total
-    cache = loader.cache.path if isinstance(loader, CachedTeacherLoader) else None
-    if cache is not None:
-        teacher = None  # its outputs are on disk: free the memory for the student
-        if par.is_main:
-            run.log({"event": "teacher_cache", "path": str(cache)})
-    t0 = time.perf_counter()
-    desc = f"distill {n_s.total / 1e6:.2f}M" + ("" if n_t is None else f" <- {n_t / 1e6:.2f}M")
-    result = train(student, loader, make_step(teacher, cfg.objective), cfg.train, run,
-                   eval_fn=_quick_eval(cfg, store, seq_len, par.device), desc=desc)
-    if par.is_main:
-        _finish(cfg, run, result, tokenizer, heldout, seq_len, n_s, n_t, cache, t0)
-    par.barrier()
+    session = open_session(cfg, out, par, resume=resume, overwrite=overwrite, force=force)
+    result = session.finish(session.trainer(par).run(), par)
     par.close()
-    return DistillResult(**run.summary()["result"])
+    return result
 
 
 def _quick_eval(cfg: DistillConfig, store: Any, seq_len: int, dev: torch.device):  # noqa: ANN202

@@ -1,8 +1,9 @@
 """Where cells run: in this process, in a pool of spawned worker processes, or on Ray.
 
-Every backend keeps at most ``workers`` cells in flight, so the driver knows exactly which
-cells are running (the status it records) and a cell starts only when a worker is free.
-Workers run :func:`capgap.sweep.cell.run_cell` and hand back plain dicts.
+Every backend keeps at most ``workers`` tasks in flight, so the driver knows exactly which
+cells are running (the status it records) and a task starts only when a worker is free.
+Workers run :func:`capgap.sweep.cell.run_task` (one cell, or a lockstep group of cells) and
+hand back plain dicts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from capgap.errors import CapgapError
 from capgap.runs import use_threads
-from capgap.sweep.cell import run_cell
+from capgap.sweep.cell import run_task
 
 BACKENDS = ("local", "ray")
 Payload = dict[str, Any]
@@ -53,7 +54,7 @@ def _run_inline(payloads: list[Payload], on_start: Callback, on_result: Callback
     with _env_restored("CAPGAP_THREADS"):
         for p in payloads:
             on_start(p)
-            on_result(run_cell(p))
+            on_result(run_task(p))
 
 
 def _run_pool(payloads: list[Payload], workers: int, on_start: Callback,
@@ -75,10 +76,10 @@ def _run_pool(payloads: list[Payload], workers: int, on_start: Callback,
 
     def submit(p: Payload) -> Future:
         try:
-            return (pools[-1] if pools else new_pool()).submit(run_cell, p)
+            return (pools[-1] if pools else new_pool()).submit(run_task, p)
         except BrokenProcessPool:  # a worker died since the last submit
             pools[-1].shutdown(wait=False, cancel_futures=True)
-            return new_pool().submit(run_cell, p)
+            return new_pool().submit(run_task, p)
 
     try:
         _windowed(payloads, workers, submit, _wait_futures, on_start, on_result)
@@ -95,7 +96,7 @@ def _wait_futures(pending: list[Any]) -> tuple[list[Any], list[Payload]]:
 def _future_result(f: Future) -> Payload:
     try:
         return f.result()
-    except Exception as e:  # a worker died (killed, out of memory): the cell failed
+    except Exception as e:  # a worker died (killed, out of memory): the task failed
         key = getattr(f, "capgap_key", "?")
         return {"key": key, "error": f"worker died: {type(e).__name__}: {e}"}
 
@@ -103,7 +104,7 @@ def _future_result(f: Future) -> Payload:
 def _windowed(payloads: list[Payload], workers: int, submit: Callable[[Payload], Any],
               wait_some: Callable[[list[Any]], tuple[list[Any], list[Payload]]],
               on_start: Callback, on_result: Callback) -> None:
-    """Keep ``workers`` cells in flight until every payload has a result."""
+    """Keep ``workers`` tasks in flight until every payload has a result."""
     queue = list(payloads)
     pending: list[Any] = []
     while queue or pending:
@@ -140,7 +141,7 @@ def _run_ray(payloads: list[Payload], workers: int, on_start: Callback,
     if started:
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
     task = ray.remote(**ray_resources(ray.cluster_resources(), payloads[0]["threads"],
-                                      workers))(run_cell)
+                                      workers))(run_task)
     keys: dict[Any, str] = {}
 
     def submit(p: Payload) -> Any:

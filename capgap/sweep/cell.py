@@ -1,9 +1,11 @@
-"""One cell, as a worker runs it: distil (or train, for a baseline) a student and evaluate it.
+"""What a worker runs: one cell, or a lockstep group of cells that share a teacher, seed and
+budget (distil, or train for a baseline, each student and evaluate it).
 
 The worker gets a plain dict (picklable for process pools and Ray) and returns a plain dict;
-it never writes the results database. Its run folder ``cells/<key>/`` follows the shared
-run convention, so a cell killed mid-way resumes from its last checkpoint and is never
-counted done before ``DONE.json`` exists.
+it never writes the results database. Each cell's run folder ``cells/<key>/`` follows the
+shared run convention, so a cell killed mid-way resumes from its last checkpoint and is never
+counted done before ``DONE.json`` exists. A group trains its students together
+(:func:`capgap.distill.lockstep.distill_lockstep`: one teacher forward per batch for all).
 """
 
 from __future__ import annotations
@@ -29,36 +31,57 @@ def cell_payload(cfg: SweepConfig, cell: CellSpec, key: str, student: Path, cell
     return {"key": key, "cell_dir": str(cell_dir), "distill": distill, "threads": threads}
 
 
-def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one cell; never raises (a failure comes back as ``{"error": ...}``)."""
-    os.environ["CAPGAP_THREADS"] = str(payload["threads"])
+def task_payload(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """One unit of work for a worker: ``cells`` (payloads of :func:`cell_payload`), trained
+    together when there are several. Its key is its first cell's, prefixed ``group:``."""
+    return {"key": f"group:{cells[0]['key']}", "cells": cells, "threads": cells[0]["threads"]}
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Run a task's cells; never raises: ``{"key", "results": [{"key", "result" | "error"}]}``
+    (a failure of the whole task, e.g. a model that does not load, fails each of its cells)."""
+    os.environ["CAPGAP_THREADS"] = str(task["threads"])
     start = time.perf_counter()
+    cells = task["cells"]
     try:
-        result = _distill(payload)
-    except Exception as e:  # reported to the driver, which marks the cell failed
-        tail = "".join(traceback.format_exception_only(type(e), e)).strip()
-        return {"key": payload["key"], "error": tail}
-    return {"key": payload["key"], "result": {
-        "val_loss": result.val_loss, "val_ppl": result.val_ppl, "val_bpb": result.val_bpb,
-        "student_params": result.student_params,
-        "student_params_ne": result.student_params_non_embedding,
-        "tokens_per_s": result.tokens_per_s, "model_dir": result.model_dir,
-        "distill_s": round(time.perf_counter() - start, 3)}}
+        outcomes = _distill(cells)
+    except Exception as e:  # reported to the driver, which marks the cells failed
+        outcomes = [e] * len(cells)
+    seconds = round((time.perf_counter() - start) / len(cells), 3)
+    return {"key": task["key"], "results": [_result(p["key"], o, seconds)
+                                            for p, o in zip(cells, outcomes, strict=True)]}
 
 
-def _distill(payload: dict[str, Any]) -> Any:
-    """Resume the cell's run folder; an unusable half-written folder is started afresh."""
+def _result(key: str, outcome: Any, seconds: float) -> dict[str, Any]:
+    if isinstance(outcome, BaseException):
+        tail = "".join(traceback.format_exception_only(type(outcome), outcome)).strip()
+        return {"key": key, "error": tail}
+    return {"key": key, "result": {
+        "val_loss": outcome.val_loss, "val_ppl": outcome.val_ppl, "val_bpb": outcome.val_bpb,
+        "student_params": outcome.student_params,
+        "student_params_ne": outcome.student_params_non_embedding,
+        "tokens_per_s": outcome.tokens_per_s, "model_dir": outcome.model_dir,
+        "distill_s": seconds}}
+
+
+def _distill(cells: list[dict[str, Any]]) -> list[Any]:
+    """Resume each cell's run folder (an unusable half-written one is started afresh): one
+    cell alone, several in lockstep. Each outcome is a result or the cell's own error."""
     import torch
 
     from capgap.distill.engine import DistillConfig, distill
+    from capgap.distill.lockstep import distill_lockstep
     from capgap.errors import CapgapError
 
-    torch.set_num_threads(int(payload["threads"]))
-    cfg = cfgmod.from_dict(DistillConfig, payload["distill"], where="cell")
-    out = Path(payload["cell_dir"])
+    torch.set_num_threads(int(cells[0]["threads"]))
+    jobs = [(cfgmod.from_dict(DistillConfig, p["distill"], where="cell"), Path(p["cell_dir"]))
+            for p in cells]
+    if len(jobs) > 1:
+        return distill_lockstep(jobs, restart_unusable=True, progress=False)
+    cfg, out = jobs[0]
     try:
-        return distill(cfg, out, resume=True)
+        return [distill(cfg, out, resume=True)]
     except CapgapError:
         if not out.exists():
             raise
-        return distill(cfg, out, overwrite=True)
+        return [distill(cfg, out, overwrite=True)]

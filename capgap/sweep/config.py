@@ -106,6 +106,11 @@ class SweepConfig:
     workers: int = 1
     """Processes for teacher pretraining and cells (``--workers`` overrides); each gets
     cores / workers torch threads."""
+    lockstep: bool = True
+    """Train the cells that share a teacher, seed and budget together in one worker: one
+    teacher forward per batch for all of them (results equal to one-by-one runs in fp32)."""
+    lockstep_max: int = 0
+    """At most this many students per lockstep group (0: no limit); caps memory."""
 
     def validate(self) -> None:
         from capgap.distill.losses import get_divergence
@@ -120,6 +125,8 @@ class SweepConfig:
             raise CapgapError("seeds: give at least one seed")
         if self.workers < 1:
             raise CapgapError(f"workers must be at least 1, got {self.workers}")
+        if self.lockstep_max < 0:
+            raise CapgapError(f"lockstep_max must be >= 0, got {self.lockstep_max}")
         if self.objective.alpha >= 1:
             raise CapgapError("objective.alpha must be < 1 for distilled cells "
                               "(baselines with alpha = 1 are added by baseline: true)")

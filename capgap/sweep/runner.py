@@ -19,7 +19,7 @@ from capgap.io import write_json
 from capgap.results.store import DB_NAME, Store
 from capgap.runs import RunDir, is_complete
 from capgap.sweep.backends import execute, threads_per_worker
-from capgap.sweep.cell import cell_payload
+from capgap.sweep.cell import cell_payload, task_payload
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, build_grid, cell_key
 from capgap.sweep.lock import driver_lock
@@ -72,9 +72,10 @@ def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progres
         for key in todo:
             store.plan(key, _student_fields(out, grid[key]))
         threads = threads_per_worker(workers)
-        payloads = [cell_payload(cfg, grid[k], k, student_dir(out, grid[k]),
-                                 out / "cells" / k, threads) for k in todo]
-        failed = _execute(store, payloads, workers, backend, progress)
+        tasks = [task_payload([cell_payload(cfg, grid[k], k, student_dir(out, grid[k]),
+                                            out / "cells" / k, threads) for k in keys])
+                 for keys in lockstep_groups(cfg, grid, todo)]
+        failed = _execute(store, tasks, workers, backend, progress)
     finally:
         store.close()
     law = fit_sweep_law(cfg, out)
@@ -87,6 +88,20 @@ def run_order(cell: CellSpec) -> tuple:
     interrupted sweep leaves whole (seed, budget) slices done, each enough to fit a law."""
     return (cell.seed, cell.tokens, cell.student_target, cell.teacher.params, cell.objective,
             cell.allocation, cell.init)
+
+
+def lockstep_groups(cfg: SweepConfig, grid: dict[str, CellSpec], todo: list[str]) -> list[list[str]]:
+    """The cells to train together, in run order: those sharing a teacher, seed and budget
+    (every other setting is the sweep's own), at most ``cfg.lockstep_max`` at a time; one
+    cell per group when ``cfg.lockstep`` is off."""
+    if not cfg.lockstep:
+        return [[k] for k in todo]
+    groups: dict[tuple, list[str]] = {}
+    for key in todo:
+        c = grid[key]
+        groups.setdefault((c.teacher.path, c.seed, c.tokens), []).append(key)
+    size = cfg.lockstep_max or len(todo)
+    return [keys[i:i + size] for keys in groups.values() for i in range(0, len(keys), size)]
 
 
 def _plan(store: Store, out: Path, grid: dict[str, CellSpec]) -> list[str]:
@@ -129,44 +144,54 @@ def _recorded_result(cell_dir: Path) -> dict[str, Any]:
             "distill_s": r["seconds"]}
 
 
-def _execute(store: Store, payloads: list[dict[str, Any]], workers: int, backend: str,
+def _execute(store: Store, tasks: list[dict[str, Any]], workers: int, backend: str,
              progress: bool) -> int:
-    """Run the payloads with a progress bar (done / running / left, ETA), or without one a
-    line per finished cell (for logs of background runs); count failures."""
+    """Run the tasks with a progress bar over cells (done / running / left, ETA), or without
+    one a line per finished cell (for logs of background runs); count failed cells."""
     from tqdm.auto import tqdm
 
-    if not payloads:
+    if not tasks:
         return 0
-    bar = tqdm(total=len(payloads), unit="cell", desc="sweep", disable=not progress)
+    cells = {t["key"]: [c["key"] for c in t["cells"]] for t in tasks}
+    total = sum(len(v) for v in cells.values())
+    bar = tqdm(total=total, unit="cell", desc="sweep", disable=not progress)
     state = {"running": 0, "failed": 0, "finished": 0}  # a disabled tqdm counts nothing
     start = time.perf_counter()
 
-    def on_start(p: dict[str, Any]) -> None:
-        store.mark_running(p["key"])
-        state["running"] += 1
-        _postfix(bar, state, len(payloads))
+    def on_start(task: dict[str, Any]) -> None:
+        for key in cells[task["key"]]:
+            store.mark_running(key)
+        state["running"] += len(cells[task["key"]])
+        _postfix(bar, state, total)
 
     def on_result(r: dict[str, Any]) -> None:
-        state["running"] -= 1
-        if "error" in r:
-            store.mark_failed(r["key"], r["error"])
-            state["failed"] += 1
-            bar.write(f"cell {r['key']} failed: {r['error'].splitlines()[-1]}")
-        else:
-            store.mark_done(r["key"], r["result"])
-        bar.update(1)
-        state["finished"] += 1
-        _postfix(bar, state, len(payloads))
-        if not progress:
-            print(cell_line(store.get(r["key"]) or {}, state["finished"], len(payloads),
-                            time.perf_counter() - start), flush=True)
+        outcomes = r.get("results") or [{"key": k, "error": r.get("error", "no result")}
+                                        for k in cells[r["key"]]]  # the worker died
+        for o in outcomes:
+            _record(store, o, state, bar)
+            if not progress:
+                print(cell_line(store.get(o["key"]) or {}, state["finished"], total,
+                                time.perf_counter() - start), flush=True)
+        _postfix(bar, state, total)
 
     try:
-        execute(payloads, workers=workers, backend=backend, on_start=on_start,
-                on_result=on_result)
+        execute(tasks, workers=workers, backend=backend, on_start=on_start, on_result=on_result)
     finally:
         bar.close()
     return state["failed"]
+
+
+def _record(store: Store, outcome: dict[str, Any], state: dict[str, int], bar: Any) -> None:
+    """Write one cell's outcome to the database and count it."""
+    state["running"] -= 1
+    if "error" in outcome:
+        store.mark_failed(outcome["key"], outcome["error"])
+        state["failed"] += 1
+        bar.write(f"cell {outcome['key']} failed: {outcome['error'].splitlines()[-1]}")
+    else:
+        store.mark_done(outcome["key"], outcome["result"])
+    bar.update(1)
+    state["finished"] += 1
 
 
 def cell_line(row: dict[str, Any], done: int, total: int, elapsed: float) -> str:

@@ -89,7 +89,8 @@ def fill_tied(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def _rng_state() -> dict[str, torch.Tensor]:
+def rng_state() -> dict[str, torch.Tensor]:
+    """The torch CPU (and CUDA) generator states, as checkpoints store them."""
     out = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -97,7 +98,8 @@ def _rng_state() -> dict[str, torch.Tensor]:
     return out
 
 
-def _set_rng_state(states: dict[str, torch.Tensor]) -> None:
+def set_rng_state(states: dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`rng_state` returned."""
     torch.set_rng_state(states["cpu"])
     cuda = [states[k] for k in sorted(states) if k.startswith("cuda")]
     if cuda and torch.cuda.is_available():
@@ -117,7 +119,7 @@ def write_checkpoint(
             time.sleep(delay)  # test hook: widen the window a SIGKILL must survive
         opt_tensors, opt_meta = _optimizer_to_flat(optim_sd)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        save_file(_rng_state(), str(tmp / "rng.safetensors"))
+        save_file(rng_state(), str(tmp / "rng.safetensors"))
         (tmp / "state.json").write_text(
             json.dumps({**state, "optimizer": opt_meta}, indent=1), encoding="utf-8"
         )
@@ -142,7 +144,7 @@ def read_checkpoint(
     optim_sd = _optimizer_from_flat(
         load_file(str(path / "optimizer.safetensors"), device=device), state.pop("optimizer")
     )
-    _set_rng_state(load_file(str(path / "rng.safetensors")))
+    set_rng_state(load_file(str(path / "rng.safetensors")))
     return model_sd, optim_sd, state
 
 

@@ -31,7 +31,14 @@ from tqdm.auto import tqdm
 
 from capgap.errors import CapgapError
 from capgap.runs import RunDir
-from capgap.train.checkpoint import clean_partial, fill_tied, read_checkpoint, write_checkpoint
+from capgap.train.checkpoint import (
+    clean_partial,
+    fill_tied,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+    write_checkpoint,
+)
 from capgap.train.distributed import Parallel, StepModule, setup
 
 
@@ -274,86 +281,140 @@ def _log_sharding(run: RunDir, par: Parallel, wrapped: nn.Module) -> None:
                  "local_params": all_local, "dtensor_params": dtensors, "n_params": len(params)})
 
 
-def train(
-    model: nn.Module,
-    loader: Batches,
-    step_fn: StepFn,
-    cfg: TrainConfig,
-    run: RunDir,
-    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-    desc: str = "train",
-    extra_state: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Train ``model`` for ``cfg.tokens`` tokens, resuming from ``run`` if possible.
+class Trainer:
+    """One model's run, advanced one optimizer step at a time.
 
-    With one process the model is trained in place. Under ``torchrun`` (``WORLD_SIZE > 1``)
-    it is wrapped per ``cfg.parallel`` (see :mod:`capgap.train.distributed`); only rank 0
-    writes to ``run``. Use ``TrainResult.model`` afterwards: under FSDP it is a plain copy.
+    :func:`train` drives one of these to the end; the lockstep driver
+    (:mod:`capgap.distill.lockstep`) drives several in step, so they can share the work a
+    step's batch implies (one teacher forward for every student). With one process the model
+    is trained in place. Under ``torchrun`` (``WORLD_SIZE > 1``) it is wrapped per
+    ``cfg.parallel`` (see :mod:`capgap.train.distributed`); only rank 0 writes to ``run``.
     """
-    from capgap.runs import env_threads
 
-    torch.set_num_threads(cfg.threads or env_threads())
-    par = setup(cfg.parallel)
-    device = par.device if par.world > 1 else next(model.parameters()).device
-    tokens_per_step = loader.batch_size * loader.seq_len * cfg.grad_accum
-    total_steps = total_steps_for(cfg, tokens_per_step)
-    eval_every = cfg.eval_every or max(1, total_steps // 5)
-    ckpt_every = cfg.checkpoint_every or max(1, total_steps // 10)
-    skeleton = par.skeleton(model)
-    wrapped = par.wrap(StepModule(model, step_fn))
-    optimizer = make_optimizer(wrapped, cfg.optim)
-    _log_sharding(run, par, wrapped)
-    step, elapsed = _resume(run, par, wrapped, model, optimizer)
-    flops_per_token = matmul_flops_per_token(model, loader.seq_len)
-    wrapped.train()
-    last_loss, last_eval = float("nan"), {}
-    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", dynamic_ncols=True,
-               mininterval=1.0, leave=False,
-               disable=not par.is_main or os.environ.get("CAPGAP_NO_PROGRESS") == "1")
-    window_t, window_tokens = time.perf_counter(), 0
-    while step < total_steps:
+    def __init__(
+        self,
+        model: nn.Module,
+        loader: Batches,
+        step_fn: StepFn,
+        cfg: TrainConfig,
+        run: RunDir,
+        eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+        desc: str = "train",
+        extra_state: dict[str, Any] | None = None,
+        progress: bool = True,
+        own_rng: bool = False,
+    ) -> None:
+        """``own_rng``: keep this run's torch RNG state apart from the process's (restored
+        before and saved after each step), so runs advanced in turn draw what each would
+        draw alone (dropout); it starts from the state at construction (or the checkpoint's)."""
+        from capgap.runs import env_threads
+
+        torch.set_num_threads(cfg.threads or env_threads())
+        self.model, self.loader, self.cfg, self.run_dir = model, loader, cfg, run
+        self.eval_fn, self.desc, self.extra_state = eval_fn, desc, extra_state or {}
+        self.par = par = setup(cfg.parallel)
+        self.device = par.device if par.world > 1 else next(model.parameters()).device
+        self.tokens_per_step = loader.batch_size * loader.seq_len * cfg.grad_accum
+        self.total_steps = total_steps_for(cfg, self.tokens_per_step)
+        self.eval_every = cfg.eval_every or max(1, self.total_steps // 5)
+        self.ckpt_every = cfg.checkpoint_every or max(1, self.total_steps // 10)
+        self.skeleton = par.skeleton(model)
+        self.wrapped = par.wrap(StepModule(model, step_fn))
+        self.optimizer = make_optimizer(self.wrapped, cfg.optim)
+        _log_sharding(run, par, self.wrapped)
+        self.step, self.elapsed = _resume(run, par, self.wrapped, model, self.optimizer)
+        self.rng = rng_state() if own_rng else None
+        self.flops_per_token = matmul_flops_per_token(model, loader.seq_len)
+        self.wrapped.train()
+        self.last_loss, self.last_eval = float("nan"), {}
+        self.bar = tqdm(total=self.total_steps, initial=self.step, desc=desc, unit="step",
+                        dynamic_ncols=True, mininterval=1.0, leave=False,
+                        disable=(not progress or not par.is_main
+                                 or os.environ.get("CAPGAP_NO_PROGRESS") == "1"))
+        self._window = (time.perf_counter(), 0)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps
+
+    def advance(self) -> None:
+        """One optimizer step: accumulate, clip, update, log, evaluate and checkpoint when due."""
+        if self.rng is None:
+            return self._advance()
+        set_rng_state(self.rng)
+        try:
+            self._advance()
+        finally:
+            self.rng = rng_state()
+
+    def _advance(self) -> None:
+        cfg, par, step = self.cfg, self.par, self.step
         t0 = time.perf_counter()
-        lr = lr_at(step, total_steps, cfg.optim)
-        for g in optimizer.param_groups:
+        lr = lr_at(step, self.total_steps, cfg.optim)
+        for g in self.optimizer.param_groups:
             g["lr"] = lr
-        loss, metrics = accumulate(wrapped, loader, step, cfg, par, device)
+        loss, metrics = accumulate(self.wrapped, self.loader, step, cfg, par, self.device)
         if not math.isfinite(loss):
-            raise _diverged("the loss", loss, step, run, desc)
-        grad_norm = par.clip_grad_norm(wrapped, cfg.optim.grad_clip)
+            raise _diverged("the loss", loss, step, self.run_dir, self.desc)
+        grad_norm = par.clip_grad_norm(self.wrapped, cfg.optim.grad_clip)
         if not math.isfinite(grad_norm):
-            raise _diverged("the gradient norm", grad_norm, step, run, desc)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+            raise _diverged("the gradient norm", grad_norm, step, self.run_dir, self.desc)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step = step = step + 1
         dt = time.perf_counter() - t0
-        elapsed += dt
-        window_tokens += tokens_per_step
-        last_loss = loss
-        now = time.perf_counter()
-        tok_s = window_tokens / max(now - window_t, 1e-9)
-        if now - window_t > 5:
-            window_t, window_tokens = now, 0
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}",
-                        gflops=f"{tok_s * flops_per_token / 1e9:.1f}")
-        record = {"step": step, "tokens": step * tokens_per_step, "loss": loss, "lr": lr,
-                  "grad_norm": grad_norm, "tokens_per_s": tokens_per_step / dt, **metrics}
-        if eval_fn is not None and (step % eval_every == 0 or step == total_steps):
-            wrapped.eval()
-            with par.gathered(wrapped):  # every rank evaluates (FSDP needs all in lockstep)
-                last_eval = eval_fn(model)
-            wrapped.train()
-            record.update({f"val_{k}": v for k, v in last_eval.items()})
+        self.elapsed += dt
+        self.last_loss = loss
+        self._progress(loss)
+        record = {"step": step, "tokens": step * self.tokens_per_step, "loss": loss, "lr": lr,
+                  "grad_norm": grad_norm, "tokens_per_s": self.tokens_per_step / dt, **metrics}
+        if self.eval_fn is not None and (step % self.eval_every == 0 or self.done):
+            self.wrapped.eval()
+            with par.gathered(self.wrapped):  # every rank evaluates (FSDP needs all in lockstep)
+                self.last_eval = self.eval_fn(self.model)
+            self.wrapped.train()
+            record.update({f"val_{k}": v for k, v in self.last_eval.items()})
         if par.is_main:
-            run.log(record)
-        if step % ckpt_every == 0 and step < total_steps:
-            state = {"step": step, "elapsed": elapsed, "tokens": step * tokens_per_step,
-                     **(extra_state or {})}
-            _checkpoint(run, par, wrapped, model, optimizer, state, cfg.keep_checkpoints)
-    bar.close()
-    wrapped.eval()
-    plain = par.unwrap(wrapped, model, skeleton)
-    tokens = total_steps * tokens_per_step
-    return TrainResult(steps=total_steps, tokens=tokens, seconds=elapsed,
-                       tokens_per_s=tokens / max(elapsed, 1e-9), final_train_loss=last_loss,
-                       last_eval=last_eval, model=plain)
+            self.run_dir.log(record)
+        if step % self.ckpt_every == 0 and not self.done:
+            state = {"step": step, "elapsed": self.elapsed,
+                     "tokens": step * self.tokens_per_step, **self.extra_state}
+            _checkpoint(self.run_dir, par, self.wrapped, self.model, self.optimizer, state,
+                        cfg.keep_checkpoints)
+
+    def _progress(self, loss: float) -> None:
+        """The bar's tokens/s over a sliding window of about 5 seconds."""
+        start, tokens = self._window
+        tokens += self.tokens_per_step
+        now = time.perf_counter()
+        tok_s = tokens / max(now - start, 1e-9)
+        self._window = (now, 0) if now - start > 5 else (start, tokens)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}",
+                             gflops=f"{tok_s * self.flops_per_token / 1e9:.1f}")
+
+    def run(self) -> TrainResult:
+        """Advance to the end of the budget and :meth:`finish`."""
+        while not self.done:
+            self.advance()
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        """The result, with the trained model unwrapped (a plain copy on rank 0 under FSDP)."""
+        self.bar.close()
+        self.wrapped.eval()
+        plain = self.par.unwrap(self.wrapped, self.model, self.skeleton)
+        tokens = self.total_steps * self.tokens_per_step
+        return TrainResult(steps=self.total_steps, tokens=tokens, seconds=self.elapsed,
+                           tokens_per_s=tokens / max(self.elapsed, 1e-9),
+                           final_train_loss=self.last_loss, last_eval=self.last_eval, model=plain)
+
+
+def train(model: nn.Module, loader: Batches, step_fn: StepFn, cfg: TrainConfig, run: RunDir,
+          **options: Any) -> TrainResult:
+    """Train ``model`` for ``cfg.tokens`` tokens, resuming from ``run`` if possible;
+    ``options`` are :class:`Trainer`'s (eval_fn, desc, extra_state, progress, own_rng).
+
+    Use ``TrainResult.model`` afterwards: under FSDP it is a plain copy.
+    """
+    return Trainer(model, loader, step_fn, cfg, run, **options).run()

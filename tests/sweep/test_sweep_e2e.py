@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,30 @@ def test_ray_backend_gives_the_same_rows(finished_sweep, sweep_cfg, sweep_root):
     assert summary.ran == 4 and summary.failed == 0
     one, two = by_key(out), by_key(ray_out)
     assert {k: r["val_loss"] for k, r in one.items()} == {k: r["val_loss"] for k, r in two.items()}
+
+
+@pytest.mark.slow
+def test_lockstep_groups_equal_cell_by_cell_runs(finished_sweep, sweep_cfg, sweep_root):
+    """The fixture's sweep trained each teacher's cells in lockstep (the default); one cell
+    at a time must give bitwise the same losses (fp32, one thread)."""
+    import dataclasses
+
+    from capgap.sweep.runner import lockstep_groups
+
+    out, _ = finished_sweep
+    grid_keys = list(by_key(out))
+    assert sweep_cfg.lockstep
+    alone = sweep_root / "alone"
+    shutil.copytree(out / "teachers", alone / "teachers")
+    cfg = dataclasses.replace(sweep_cfg, lockstep=False)
+    summary = run_sweep(cfg, alone, workers=1, progress=False)
+    assert summary.ran == 4 and summary.failed == 0
+    one, two = by_key(out), by_key(alone)
+    assert one.keys() == two.keys() == set(grid_keys)
+    assert {k: r["val_loss"] for k, r in one.items()} == {k: r["val_loss"] for k, r in two.items()}
+    rows = one.values()  # the grouping itself: one group per teacher, capped by lockstep_max
+    grid = {r["key"]: types.SimpleNamespace(teacher=types.SimpleNamespace(path=r["teacher_path"]),
+                                            seed=r["seed"], tokens=r["tokens"]) for r in rows}
+    assert sorted(map(len, lockstep_groups(sweep_cfg, grid, list(grid)))) == [2, 2]
+    capped = dataclasses.replace(sweep_cfg, lockstep_max=1)
+    assert sorted(map(len, lockstep_groups(capped, grid, list(grid)))) == [1, 1, 1, 1]

@@ -1,6 +1,7 @@
-"""A sweep under stress: a worker SIGKILLed mid-cell, readers and a second driver while the
-first one writes. The killed cells are recorded failed (never done), the driver goes on,
-and re-running the same command finishes them with the numbers an uninterrupted run gives.
+"""A sweep under stress: a worker SIGKILLed mid-cell (its lockstep group of cells with it),
+readers and a second driver while the first one writes. The killed cells are recorded failed
+(never done), the driver goes on, and re-running the same command finishes them with the
+numbers an uninterrupted run gives, one row per cell.
 """
 
 from __future__ import annotations
