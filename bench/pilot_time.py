@@ -1,6 +1,6 @@
 """Wall time of the main job: a first ``capgap pilot`` from scratch, then a re-run from cache.
 
-The issue's targets on 2 cores (installation excluded): first run <= 15 min, re-run <= 1 min.
+The targets on 2 cores (installation excluded): first run <= 15 min, re-run <= 1 min.
 Each run is a fresh subprocess with a fresh capgap cache for the first run, so tokenizer
 training and tokenisation are counted. Writes JSON.
 

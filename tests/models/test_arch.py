@@ -77,10 +77,10 @@ def test_sdpa_is_deterministic_and_matches_eager(kind: str) -> None:
     torch.testing.assert_close(first[:, 5:], reference[:, 5:])
 
 
-def test_readme_table_is_the_registrys() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    block = readme.split("<!-- capgap archs: begin -->\n", 1)[1].split("\n<!-- capgap archs: end -->", 1)[0]
-    assert block == supported_table(), "README's table is stale: paste `capgap archs` into it"
+def test_docs_table_is_the_registrys() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "models.md").read_text(encoding="utf-8")
+    block = page.split("<!-- capgap archs: begin -->\n", 1)[1].split("\n<!-- capgap archs: end -->", 1)[0]
+    assert block == supported_table(), "docs/models.md's table is stale: paste `capgap archs` into it"
 
 
 def test_archs_command_prints_the_table(capsys) -> None:  # noqa: ANN001

@@ -1,6 +1,6 @@
 """Every shipped sweep preset loads; the pilot presets meet the grid the main job promises.
 
-The pilot's promise (issue: >= 5 teachers; >= 3 student sizes, each with >= 3 larger
+The pilot's promise (>= 5 teachers; >= 3 student sizes, each with >= 3 larger
 teachers; >= 2 seeds; global allocation; the paper's loss, with baselines) is checked on
 the families' real sizes, counted on the meta device, so a change to a family or a preset
 that breaks it fails here rather than in a user's report.
@@ -47,7 +47,7 @@ def test_pilot_presets_are_a_real_experiment(name):
     assert cfg.objectives == ["soft_ce"] and cfg.objective.alpha == 0.5
 
 
-def test_the_study_preset_is_the_study_issue_7_asks_for():
+def test_the_study_preset_asks_every_question_of_the_study():
     """>= 5 pythia teachers; >= 3 sizes with >= 4 larger teachers each; >= 3 budgets up to
     >= 2M with >= 3 seeds at the largest (pooled over parts); baselines; the same-init control
     and scratch students at the largest budget; GPT-2; reverse KL and JSD with baselines at

@@ -1,7 +1,7 @@
 """The registry: one :class:`~capgap.models.arch.layout.Adapter` per supported family.
 
 Every stage asks :func:`adapter_for` (pruning, shape planning, parameter and FLOP counts,
-loading); the README's supported-architecture table is generated from :data:`FAMILIES`.
+loading); docs/models.md's supported-architecture table is generated from :data:`FAMILIES`.
 Traps each family sets for width and depth pruning are written where they are handled:
 
 * GPT-2 uses ``Conv1D`` whose weight is ``[in, out]`` (transposed w.r.t. ``nn.Linear``), so
@@ -320,7 +320,7 @@ def adapter_for_type(model_type: str) -> Adapter:
 
 
 def supported_table() -> str:
-    """The README's supported-architecture table (Markdown), generated from :data:`FAMILIES`.
+    """The supported-architecture table of docs/models.md (Markdown), generated from :data:`FAMILIES`.
 
     Every family prunes by width (heads in whole KV groups, neurons, hidden) and depth,
     distills and evaluates; the columns say what differs: the vanilla-config rule of uniform
