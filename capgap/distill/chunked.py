@@ -128,26 +128,54 @@ def check_vocab(
             )
 
 
+class TeacherRows:
+    """The teacher's side of one batch's loss: its capped logits, chunk by chunk.
+
+    Built from the teacher body's flattened hidden rows [N, Ht] and its head, or from cached
+    top-k rows (:class:`~capgap.distill.losses.TopKTeacher`). ``share=True`` keeps each
+    chunk's logits once computed, so students trained in lockstep on the same batch (and the
+    same chunk size) reuse them instead of running the teacher's head again; the values are
+    the ones each student would compute itself. Memory: N x V of the logits' dtype.
+    """
+
+    def __init__(self, hidden: Tensor | None = None, head: nn.Linear | None = None,
+                 cap: float | None = None, topk: TopKTeacher | None = None,
+                 share: bool = False) -> None:
+        self.hidden, self.cap, self.topk, self.share = hidden, cap, topk, share
+        self.weight = None if head is None else head.weight.detach()
+        self.bias = None if head is None or head.bias is None else head.bias.detach()
+        self._chunks: dict[tuple[int, int], Tensor] = {}
+
+    @torch.no_grad()
+    def logits(self, rows: slice) -> Tensor | TopKTeacher:
+        """The teacher's [C, V] logits of ``rows`` (or its top-k rows when cached)."""
+        if self.topk is not None:
+            return self.topk.rows(rows)
+        key = (rows.start, rows.stop)
+        if key in self._chunks:
+            return self._chunks[key]
+        out = capped(F.linear(self.hidden[rows], self.weight, self.bias), self.cap)  # [C, V]
+        if self.share:
+            self._chunks[key] = out
+        return out
+
+
 def _chunk_loop(
     hidden: Tensor,
     weight: Tensor,
     bias: Tensor | None,
-    t_hidden: Tensor | None,
-    t_weight: Tensor | None,
-    t_bias: Tensor | None,
-    t_topk: TopKTeacher | None,
+    teacher: TeacherRows | None,
     targets: Tensor,
     objective: KDObjective,
     n_tokens: int,
     chunk_size: int,
-    caps: tuple[float | None, float | None],
+    cap: float | None,
     need: tuple[bool, bool, bool],
 ) -> tuple[Tensor, Tensor, Tensor | None, tuple[Tensor | None, ...]]:
     """Loss over all rows, chunk by chunk, with grads w.r.t. (hidden, weight, bias) where needed.
 
-    hidden [N, H], weight [V, H], bias [V]; t_hidden [N, Ht], t_weight [V, Ht]; targets [N].
-    The teacher is either its hidden states and head (``t_hidden``) or cached top-k rows
-    (``t_topk``, fields [N, k] / [N]), or absent. ``caps``: (student, teacher) soft-caps.
+    hidden [N, H], weight [V, H], bias [V]; targets [N]; ``teacher`` gives the teacher's
+    rows chunk by chunk (or is None: no teacher). ``cap``: the student's soft-cap.
     Returns (loss, ce mean, kd mean or None, (grad_hidden, grad_weight fp32, grad_bias fp32)).
     """
     grad_h = torch.empty_like(hidden) if need[0] else None  # [N, H]
@@ -156,16 +184,14 @@ def _chunk_loop(
     w = weight.detach().requires_grad_(need[1])
     b = None if bias is None else bias.detach().requires_grad_(need[2])
     ce_total = hidden.new_zeros((), dtype=torch.float32)
-    kd_total = None if t_hidden is None and t_topk is None else ce_total.clone()
+    kd_total = None if teacher is None else ce_total.clone()
     for start in range(0, hidden.shape[0], chunk_size):
         rows = slice(start, start + chunk_size)
-        t_logits = None if t_topk is None else t_topk.rows(rows)
-        if t_hidden is not None:
-            with torch.no_grad():  # teacher frozen; its dtype may be lower, fp32 inside sums()
-                t_logits = capped(F.linear(t_hidden[rows], t_weight, t_bias), caps[1])  # [C, V]
+        # teacher frozen; its dtype may be lower, fp32 inside sums()
+        t_logits = None if teacher is None else teacher.logits(rows)  # [C, V] or top-k rows
         h = hidden[rows].detach().requires_grad_(need[0])  # [C, H]
         with torch.enable_grad():
-            logits = capped(F.linear(h, w, b), caps[0])  # [C, V]
+            logits = capped(F.linear(h, w, b), cap)  # [C, V]
             ce, kd = objective.sums(logits, t_logits, targets[rows])
             chunk_loss = objective.combine(ce, kd, n_tokens)
         del logits, t_logits  # the graph keeps what backward needs; drop the rest before it runs
@@ -197,20 +223,16 @@ class _FusedHeadLoss(torch.autograd.Function):
         hidden: Tensor,
         weight: Tensor,
         bias: Tensor | None,
-        t_hidden: Tensor | None,
-        t_weight: Tensor | None,
-        t_bias: Tensor | None,
-        t_topk: TopKTeacher | None,
+        teacher: TeacherRows | None,
         targets: Tensor,
         objective: KDObjective,
         n_tokens: int,
         chunk_size: int,
-        caps: tuple[float | None, float | None],
+        cap: float | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         need = tuple(ctx.needs_input_grad[:3])
         loss, ce, kd, grads = _chunk_loop(
-            hidden, weight, bias, t_hidden, t_weight, t_bias, t_topk, targets, objective,
-            n_tokens, chunk_size, caps, need,
+            hidden, weight, bias, teacher, targets, objective, n_tokens, chunk_size, cap, need,
         )
         ctx.save_for_backward(*grads)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
@@ -224,7 +246,7 @@ class _FusedHeadLoss(torch.autograd.Function):
             None if g is None else (g * g_loss).to(dtype)
             for g, dtype in zip(ctx.saved_tensors, ctx.dtypes, strict=True)
         )
-        return (*scaled, None, None, None, None, None, None, None, None, None)
+        return (*scaled, None, None, None, None, None, None)
 
 
 def _hidden(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -262,39 +284,43 @@ def _fused_loss(
     chunk_size: int,
     ignore_index: int,
     teacher_topk: TopKTeacher | None = None,
-    teacher_hidden: Tensor | None = None,
+    teacher_rows: TeacherRows | None = None,
 ) -> LossOutput:
     labels = input_ids if labels is None else labels
     _check_inputs(input_ids, labels, chunk_size)
-    t_topk = None
-    if objective.needs_teacher and teacher_topk is not None:
+    t_rows = teacher_rows
+    if objective.needs_teacher and t_rows is None and teacher_topk is not None:
         valid = valid_next_token_mask(labels, attention_mask, ignore_index)  # [B, T-1]
-        t_topk = teacher_topk.rows((slice(None), slice(0, -1))).rows(valid)  # [N, k], [N]
+        t_rows = TeacherRows(topk=teacher_topk.rows((slice(None), slice(0, -1))).rows(valid))
     elif objective.needs_teacher:
         teacher = _teacher_ready(student, teacher, objective.alpha)
     head = lm_head(student)
     rows, targets = shift_and_flatten(
         _hidden(student, input_ids, attention_mask), labels, attention_mask, ignore_index
     )  # [N, H], [N]
-    t_rows = t_weight = t_bias = None
-    if objective.needs_teacher and t_topk is None:
-        if teacher_hidden is None:
-            with torch.no_grad():
-                teacher_hidden = _hidden(teacher, input_ids, attention_mask)  # [B, T, Ht]
-        t_rows, _ = shift_and_flatten(teacher_hidden.detach(), labels, attention_mask,
-                                      ignore_index)  # [N, Ht]
-        t_head = lm_head(teacher)
-        t_weight, t_bias = t_head.weight.detach(), t_head.bias
-        t_bias = None if t_bias is None else t_bias.detach()
+    if objective.needs_teacher and t_rows is None:
+        t_rows = teacher_rows_of(teacher, input_ids, labels, attention_mask, ignore_index)
     n = int(targets.numel())
-    caps = (softcap(student), softcap(teacher) if t_rows is not None else None)
-    args = (rows, head.weight, head.bias, t_rows, t_weight, t_bias, t_topk, targets, objective, n,
-            chunk_size, caps)
+    args = (rows, head.weight, head.bias, t_rows if objective.needs_teacher else None, targets,
+            objective, n, chunk_size, softcap(student))
     if not torch.is_grad_enabled():  # evaluation: values only (needs_input_grad ignores no_grad)
         loss, ce, kd, _ = _chunk_loop(*args, need=(False, False, False))
         return LossOutput(loss, ce, kd, n)
     loss, ce, kd = _FusedHeadLoss.apply(*args)
     return LossOutput(loss, ce, kd if objective.needs_teacher else None, n)
+
+
+@torch.no_grad()
+def teacher_rows_of(teacher: nn.Module, input_ids: Tensor, labels: Tensor | None = None,
+                    attention_mask: Tensor | None = None, ignore_index: int = IGNORE_INDEX,
+                    share: bool = False) -> TeacherRows:
+    """The frozen teacher's side of a batch's loss: its body run once on ``input_ids``
+    ([B, T]), its hidden rows aligned with the student's targets. ``share``: keep the chunks'
+    logits for other students of the same batch (see :class:`TeacherRows`)."""
+    labels = input_ids if labels is None else labels
+    hidden = _hidden(teacher, input_ids, attention_mask)  # [B, T, Ht]
+    flat, _ = shift_and_flatten(hidden, labels, attention_mask, ignore_index)  # [N, Ht]
+    return TeacherRows(flat, lm_head(teacher), softcap(teacher), share=share)
 
 
 def distill_loss(
@@ -309,7 +335,7 @@ def distill_loss(
     chunk_size: int = 1024,
     *,
     teacher_topk: TopKTeacher | None = None,
-    teacher_hidden: Tensor | None = None,
+    teacher_rows: TeacherRows | None = None,
     scale_kd_by_t2: bool = True,
     ignore_index: int = IGNORE_INDEX,
     **div_kwargs: Any,
@@ -326,23 +352,15 @@ def distill_loss(
     replaces the teacher model: the divergence is then taken between the coarse-grained
     distributions of :func:`~capgap.distill.losses.coarse_grain`.
 
-    ``teacher_hidden`` [B, T, Ht]: the teacher body's final hidden states of ``input_ids``,
-    computed once elsewhere (:func:`teacher_body_states`, shared by students trained in
-    lockstep); the teacher's head still runs here, chunk by chunk.
+    ``teacher_rows``: the teacher's side computed once elsewhere
+    (:func:`teacher_rows_of` with the same ``input_ids``, labels and mask), shared by students
+    trained in lockstep; it replaces running the teacher here.
     """
     objective = KDObjective(alpha, temperature, divergence, dict(div_kwargs), scale_kd_by_t2)
     return _fused_loss(
         student, teacher, input_ids, labels, attention_mask, objective, chunk_size, ignore_index,
-        teacher_topk, teacher_hidden,
+        teacher_topk, teacher_rows,
     )
-
-
-@torch.no_grad()
-def teacher_body_states(teacher: nn.Module, input_ids: Tensor,
-                        attention_mask: Tensor | None = None) -> Tensor:
-    """The frozen teacher's final post-norm hidden states [B, T, Ht], exactly as
-    :func:`distill_loss` computes them itself (so sharing them changes no bit)."""
-    return _hidden(teacher, input_ids, attention_mask)
 
 
 def lm_loss(

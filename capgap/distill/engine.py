@@ -154,22 +154,22 @@ def make_step(teacher: nn.Module | None, obj: ObjectiveConfig):  # noqa: ANN201 
 
     A batch is input ids (B, T), or a dict that also carries cached teacher rows
     (:class:`~capgap.distill.cache.CachedTeacherLoader`), in which case no teacher runs, or
-    the teacher body's hidden states computed once for several students
-    (:class:`~capgap.distill.lockstep.SharedTeacherLoader`), in which case only its head runs.
+    the teacher's side computed once for several students
+    (:class:`~capgap.distill.lockstep.SharedTeacherLoader`), in which case no teacher runs here.
     """
     from capgap.distill.chunked import distill_loss
 
     def step(student: nn.Module, batch: torch.Tensor | dict) -> tuple[torch.Tensor, dict]:
-        topk = hidden = None
+        topk = rows = None
         if isinstance(batch, dict):
             if "t_indices" in batch:
                 topk = TopKTeacher(batch["t_indices"], batch["t_logp"], batch["t_other"])
-            hidden = batch.get("t_hidden")
+            rows = batch.get("t_rows")
             batch = batch["input_ids"]
         out = distill_loss(student, teacher if obj.alpha < 1 and topk is None else None, batch,
                            alpha=obj.alpha, temperature=obj.temperature,
                            divergence=obj.divergence, chunk_size=obj.chunk_size, teacher_topk=topk,
-                           teacher_hidden=hidden, **obj.divergence_kwargs)
+                           teacher_rows=rows, **obj.divergence_kwargs)
         metrics = {"ce": float(out.ce)}
         if out.kd is not None:
             metrics["kd"] = float(out.kd)

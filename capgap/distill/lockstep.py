@@ -25,12 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from capgap import config as cfgmod
-from capgap.distill.chunked import teacher_body_states
+from capgap.distill.chunked import lm_head, teacher_rows_of
 from capgap.distill.engine import (
     DistillConfig,
     DistillResult,
@@ -43,31 +42,40 @@ from capgap.runs import RunDir, is_complete
 from capgap.train.distributed import Parallel, setup
 from capgap.train.loop import autocast_for
 
+SHARE_BYTES = 1 << 30  # a batch's teacher logits up to this size (fp32) are computed once
+
 # Settings every member must share for the batches (and the teacher's outputs) to be one.
 _SHARED = ("teacher", "teacher_dtype", "data", "teacher_cache", "train.micro_batch_size",
-           "train.grad_accum", "train.seed", "train.precision", "train.threads")
+           "train.grad_accum", "train.seed", "train.precision", "train.threads",
+           "objective.chunk_size")
 
 
 class SharedTeacherLoader:
-    """A loader whose batches also carry the teacher body's hidden states, computed once per
-    micro-step for every student that reads it (the last ``keep`` micro-steps are kept)."""
+    """A loader whose batches also carry the teacher's side of the loss
+    (:class:`~capgap.distill.chunked.TeacherRows`), computed once per micro-step for every
+    student that reads it: the teacher body runs once, and each chunk of its head's logits
+    once when the batch's logits fit in ``share_bytes`` (the last ``keep`` micro-steps are
+    kept)."""
 
-    def __init__(self, loader: Any, teacher: nn.Module, precision: str, keep: int = 1) -> None:
+    def __init__(self, loader: Any, teacher: nn.Module, precision: str, keep: int = 1,
+                 share_bytes: int = SHARE_BYTES) -> None:
         self.loader, self.teacher, self.precision = loader, teacher, precision
         self.seq_len, self.batch_size = loader.seq_len, loader.batch_size
         self.keep = max(1, keep)
+        vocab = lm_head(teacher).out_features
+        self.share = self.batch_size * self.seq_len * vocab * 4 <= share_bytes
         self.device = next(teacher.parameters()).device
-        self._memo: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()
+        self._memo: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self.forwards = 0
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """{"input_ids": (B, T), "t_hidden": (B, T, Ht)}; the teacher under the students'
+    def batch(self, step: int) -> dict[str, Any]:
+        """{"input_ids": (B, T), "t_rows": TeacherRows}; the teacher under the students'
         autocast and no_grad, exactly as each student's own loss would run it."""
         if step not in self._memo:
             ids = self.loader.batch(step)
             with autocast_for(self.precision, self.device):
-                hidden = teacher_body_states(self.teacher, ids.to(self.device))
-            self._memo[step] = {"input_ids": ids, "t_hidden": hidden}
+                rows = teacher_rows_of(self.teacher, ids.to(self.device), share=self.share)
+            self._memo[step] = {"input_ids": ids, "t_rows": rows}
             self.forwards += 1
             while len(self._memo) > self.keep:
                 self._memo.popitem(last=False)

@@ -190,8 +190,8 @@ def make_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
 
 
 def _to(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, dict):
-        return {k: v.to(device) for k, v in batch.items()}
+    if isinstance(batch, dict):  # tensors move; shared objects (TeacherRows) already live there
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     return batch.to(device)
 
 

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from test_engine import cfg_for, save_tiny
 
 from capgap.distill import lockstep
+from capgap.distill.chunked import TeacherRows
 from capgap.distill.engine import distill
 from capgap.distill.lockstep import distill_lockstep
 from capgap.errors import CapgapError
@@ -53,22 +54,28 @@ def test_lockstep_equals_separate_runs_and_runs_the_teacher_once(models, tmp_pat
     cfgs = group(models)
     for i, c in enumerate(cfgs):
         distill(c, tmp_path / f"alone{i}")
-    forwards = []
-    original = lockstep.SharedTeacherLoader.batch
+    forwards, heads = [], []
+    original, logits = lockstep.SharedTeacherLoader.batch, TeacherRows.logits
 
     def counting(self, step):
         out = original(self, step)
         forwards.append(self.forwards)
         return out
 
+    def counting_heads(self, rows):
+        heads.append((rows.start, rows.stop) in self._chunks)
+        return logits(self, rows)
+
     monkeypatch.setattr(lockstep.SharedTeacherLoader, "batch", counting)
+    monkeypatch.setattr(TeacherRows, "logits", counting_heads)
     results = distill_lockstep([(c, tmp_path / f"together{i}") for i, c in enumerate(cfgs)])
     assert all(not isinstance(r, Exception) for r in results)
     for i in range(len(cfgs)):
         assert_same_weights(tmp_path / f"alone{i}", tmp_path / f"together{i}")
         assert results[i].val_loss == distill(cfgs[i], tmp_path / f"alone{i}", resume=True).val_loss
     steps = cfgs[0].train.tokens // (8 * 32)
-    assert max(forwards) == steps  # one teacher forward per step for the two distilled students
+    assert max(forwards) == steps  # one teacher forward per step for the 3 distilled students
+    assert heads.count(False) == steps and heads.count(True) == 2 * steps  # its head once, too
 
 
 def test_resumed_members_at_different_steps_catch_up(models, tmp_path):
