@@ -89,24 +89,13 @@ def _drop(args: argparse.Namespace) -> int | list[int] | None:
     return args.drop_layers or None
 
 
-def calibration_batches(model, tokenizer, args: argparse.Namespace) -> list:  # noqa: ANN001
-    """Training-split windows of the corpus, tokenised with the model's own tokenizer."""
-    import math
-
-    from capgap.data import PackedLoader, TokenStore, load_corpus
+def calibration(model, tokenizer, args: argparse.Namespace) -> list:  # noqa: ANN001
+    """Training-split windows of ``--corpus`` in the model's own tokenizer."""
+    from capgap.data import calibration_batches
     from capgap.evaluate.heldout import model_context
 
-    if tokenizer is None:
-        raise CapgapError(f"{args.model} has no tokenizer to tokenise calibration text; pass --scores")
-    store = TokenStore.build_or_load(load_corpus(args.corpus), tokenizer)
     seq_len = args.seq_len or model_context(model, default=512)
-    loader = PackedLoader(store.train, seq_len=seq_len, batch_size=args.batch_size, seed=args.seed)
-    if args.calib_tokens < loader.tokens_per_step:
-        raise CapgapError(
-            f"--calib-tokens {args.calib_tokens} is smaller than one batch "
-            f"({args.batch_size} x {seq_len} = {loader.tokens_per_step} tokens)"
-        )
-    return [loader.batch(i) for i in range(math.ceil(args.calib_tokens / loader.tokens_per_step))]
+    return calibration_batches(args.corpus, tokenizer, args.calib_tokens, seq_len, args.batch_size, args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.scorer != "gradient":
         scores = baseline_scores(model, args.scorer, seed=args.seed)
     else:
-        scores = score(model, calibration_batches(model, tokenizer, args), tokens=args.calib_tokens, progress=True)
+        scores = score(model, calibration(model, tokenizer, args), tokens=args.calib_tokens, progress=True)
     result = prune(model, scores, **settings, inplace=True)  # the teacher is not needed afterwards
     result.report["source_model"] = str(args.model)
     result.report["scores_from"] = str(args.scores) if args.scores else f"{args.scorer} (saved in scores/)"
