@@ -115,7 +115,7 @@ def _forward_stats(model: nn.Module, batches: Iterable, tokens: int | None, prog
         acc |= {"heads": torch.zeros(geo.n_layers, geo.n_kv, dtype=torch.float64),
                 "neurons": torch.zeros(geo.n_layers, geo.ffn, dtype=torch.float64),
                 "hidden": torch.zeros(geo.hidden, dtype=torch.float64)}
-    weights: dict[str, torch.Tensor] = {}  # "w": this batch's (B, T) token weights
+    weights: dict[str, torch.Tensor | None] = {}  # "keep": this batch's (B, T) real tokens (None: all)
     start = time.perf_counter()
     cal = CalibrationPass(batches, tokens, device, progress, desc="activations" if width else "block influence")
     n_tokens = 0.0
@@ -124,8 +124,8 @@ def _forward_stats(model: nn.Module, batches: Iterable, tokens: int | None, prog
         with frozen(model), torch.no_grad():
             for batch in cal:
                 mask = batch.get("attention_mask")
-                weights["w"] = (mask if mask is not None else torch.ones_like(batch["input_ids"])).double()
-                n_tokens += float(weights["w"].sum())
+                weights["keep"] = None if mask is None or bool(mask.all()) else mask.bool()
+                n_tokens += float(mask.sum()) if mask is not None else batch["input_ids"].numel()
                 model(input_ids=batch["input_ids"], attention_mask=mask)
     finally:
         for h in handles:
@@ -141,11 +141,11 @@ def _stat_hooks(model: nn.Module, adapter: Adapter, acc: dict[str, torch.Tensor]
     geo = adapter.geometry(model)
 
     def add(key: str, index: int | None, x: torch.Tensor) -> None:
-        # x: (B, T, ...) -> token-weighted sum over B and T
-        w = weights["w"].to(x.device)
-        w_x = w.reshape(*w.shape, *[1] * (x.dim() - 2))
-        # trap: a padded position can be NaN (a fully masked attention row); 0 * NaN is NaN
-        total = torch.where(w_x > 0, x.double() * w_x, 0.0).sum(dim=(0, 1)).cpu()
+        # x: (B, T, ...) -> its sum over the real tokens, accumulated in float64
+        keep = weights["keep"]
+        # trap: a padded position can be NaN (a fully masked attention row), so select, not weight
+        x = _wide(x).flatten(0, 1) if keep is None else _wide(x)[keep.to(x.device)]  # (N, ...)
+        total = x.sum(0).double().cpu()
         if index is None:
             acc[key] += total
         else:
@@ -159,14 +159,15 @@ def _stat_hooks(model: nn.Module, adapter: Adapter, acc: dict[str, torch.Tensor]
 
         def post(module: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
             y = out[0] if isinstance(out, tuple) else out  # (B, T, D)
-            add("layers", i, F.cosine_similarity(seen.pop("x").double(), y.double(), dim=-1))
+            x = seen.pop("x")
+            add("layers", i, F.cosine_similarity(_wide(x), _wide(y), dim=-1))  # (B, T)
 
         return pre, post
 
     def heads_hook(i: int) -> Callable:
         def hook(module: nn.Module, args: tuple) -> None:
             x = args[0].unflatten(-1, (geo.n_kv, geo.group_size, geo.head_dim))  # (B, T, G, r, hd)
-            add("heads", i, x.double().norm(dim=-1).sum(dim=-1))  # (B, T, G)
+            add("heads", i, _wide(x).norm(dim=-1).sum(dim=-1))  # (B, T, G)
 
         return hook
 
@@ -191,3 +192,8 @@ def _stat_hooks(model: nn.Module, adapter: Adapter, acc: dict[str, torch.Tensor]
     if width:
         handles.append(model.get_submodule(adapter.final_norm).register_forward_hook(norm_hook))
     return handles
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 (a bf16 model's statistics are not taken in bf16)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))

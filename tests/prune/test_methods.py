@@ -213,3 +213,16 @@ def test_unknown_method_and_missing_data_are_one_line_errors() -> None:
         score(tiny_model("gpt2"), None, method="taylor")
     assert get_method("random").needs_data is False
     assert all(name in help_lines() for name in METHODS)
+
+
+@pytest.mark.parametrize("method", ["activation", "taylor", "block_influence"])
+def test_scoring_leaves_the_model_as_it_was(method: str) -> None:
+    model = tiny_model("gpt_neox").train()
+    model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    score(model, calib(1), method=method)
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
