@@ -160,9 +160,8 @@ def _saved_scores(args: argparse.Namespace):  # noqa: ANN202 - Scores or None
     if args.scores is None:
         return None
     scores = Scores.load(args.scores)
-    made_by = scores.meta.get("method") or scores.meta.get("baseline") or "expressiveness"
-    if (args.method or args.scorer) and made_by != _method(args):
-        raise CapgapError(f"the scores in {args.scores} were made by {made_by}, not {_method(args)}; "
+    if (args.method or args.scorer) and scores.method != _method(args):
+        raise CapgapError(f"the scores in {args.scores} were made by {scores.method}, not {_method(args)}; "
                           "leave out --method or score again")
     return scores
 

@@ -171,10 +171,10 @@ def _refuse_drop_layers(drop_layers: int | list[int] | None) -> None:
                           "leave out drop_layers (--drop-layers, --drop-layer-ids)")
 
 
-def _scoring(meta: dict) -> dict:
-    """What scoring cost and which method it was (older saved scores lack the method)."""
-    method = meta.get("method") or meta.get("baseline") or DEFAULT_METHOD
-    return {"method": method, "calibration": meta.get("calibration"), "seconds": meta.get("seconds"),
+def _scoring(scores: Scores) -> dict:
+    """Which method made the scores and what it cost."""
+    meta = scores.meta
+    return {"method": scores.method, "calibration": meta.get("calibration"), "seconds": meta.get("seconds"),
             "calibration_tokens": meta.get("calibration_tokens", 0),
             "calibration_batches": meta.get("calibration_batches", 0)}
 
@@ -210,8 +210,8 @@ def _report(before, after, target, target_sparsity, alloc, geo, scores, allocati
         "calibration_tokens": scores.meta.get("calibration_tokens"),
         "calibration_batches": scores.meta.get("calibration_batches"),
         "arch": scores.meta.get("arch"),
-        "method": _scoring(scores.meta)["method"],
-        "scoring": _scoring(scores.meta),
+        "method": scores.method,
+        "scoring": _scoring(scores),
     }
 
 

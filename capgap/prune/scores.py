@@ -36,6 +36,7 @@ from capgap.io import atomic_path, write_json
 from capgap.models.arch import Adapter, Geometry, adapter_for
 from capgap.models.arch.layout import head_index
 from capgap.prune.masks import MaskSet, attach
+from capgap.prune.methods import DEFAULT_METHOD
 
 SCORES_FORMAT = "capgap-prune-scores/1"
 
@@ -61,6 +62,11 @@ class Scores:
             raw={k: raw[k] for k in ("heads", "neurons", "hidden")},
             meta=meta,
         )
+
+    @property
+    def method(self) -> str:
+        """The method that made these scores (older saved scores name only a baseline, or nothing)."""
+        return self.meta.get("method") or self.meta.get("baseline") or DEFAULT_METHOD
 
     def check_fits(self, geo: Geometry, model_type: str) -> None:
         """CapgapError unless these scores were computed on a model of this shape."""
