@@ -30,6 +30,10 @@ def parse_count(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from capgap.prune.methods import DEFAULT_METHOD, METHODS, help_lines  # torch-free registry
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the method list's lines
+    p.epilog = "pruning methods (--method; a unit is a head/KV group, FFN neuron or hidden channel):\n" + help_lines()
     p.add_argument("model", help="model folder, run folder or hub name (gpt2, gpt_neox, llama layouts)")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--sparsity", type=float, help="fraction of total params to remove, in [0, 1)")
@@ -47,15 +51,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-rule", choices=("symmetric", "score"), default="symmetric")
     p.add_argument("--drop-layer-ids", help="comma-separated layer ids to drop (overrides --drop-layers)")
     p.add_argument("--scores", type=Path, help="reuse scores saved by an earlier run (DIR/scores)")
-    p.add_argument("--scorer", choices=("gradient", "magnitude", "random"), default="gradient",
-                   help="gradient: mean |dL/dmask| on calibration text (the paper); magnitude, "
-                   "random: data-free baselines for ablations")
+    p.add_argument("--method", metavar="NAME",
+                   help=f"how units are scored: {', '.join(METHODS)} (listed below; default {DEFAULT_METHOD})")
+    p.add_argument("--scorer", choices=("gradient", "magnitude", "random"),
+                   help="older name of --method (gradient = expressiveness)")
     p.add_argument("--calib-tokens", type=parse_count, default=65536,
                    help="calibration tokens for scoring (default 65536)")
     p.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default 8)")
     p.add_argument("--seq-len", type=int, help="calibration sequence length (default: model context, max 512)")
     p.add_argument("--corpus", help="calibration text (default: the embedded corpus, training split)")
-    p.add_argument("--seed", type=int, default=0, help="calibration batch order")
+    p.add_argument("--seed", type=int, default=0, help="calibration batch order, and the random method's seed")
     p.add_argument("--export", choices=("auto", "capgap", "vanilla"), default="auto",
                    help="auto: vanilla for uniform, capgap format for global; vanilla: always a "
                    "vanilla checkpoint (per-layer shapes zero-padded, same logits)")
@@ -66,6 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_flags(args: argparse.Namespace) -> None:
     """Everything that can be refused without loading the model (nothing is written)."""
+    from capgap.prune.methods import get_method
+
     if args.sparsity is not None and not 0.0 <= args.sparsity < 1.0:
         raise CapgapError(f"--sparsity must be in [0, 1), got {args.sparsity}")
     if args.target_params is not None and args.target_params <= 0:
@@ -78,6 +85,17 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CapgapError("--batch-size must be >= 1 and --seq-len >= 2")
     if args.scores is not None and not (args.scores / "scores.json").is_file():
         raise CapgapError(f"no scores at {args.scores} (expected scores.json and scores.safetensors)")
+    get_method(_method(args))
+
+
+def _method(args: argparse.Namespace) -> str:
+    """--method, else the older --scorer, else the default."""
+    from capgap.prune.methods import DEFAULT_METHOD
+
+    old = {"gradient": DEFAULT_METHOD}.get(args.scorer, args.scorer)
+    if args.method and old and args.method != old:
+        raise CapgapError(f"--method {args.method} and --scorer {args.scorer} disagree; give --method only")
+    return args.method or old or DEFAULT_METHOD
 
 
 def _drop(args: argparse.Namespace) -> int | list[int] | None:
@@ -89,30 +107,19 @@ def _drop(args: argparse.Namespace) -> int | list[int] | None:
     return args.drop_layers or None
 
 
-def calibration_batches(model, tokenizer, args: argparse.Namespace) -> list:  # noqa: ANN001
-    """Training-split windows of the corpus, tokenised with the model's own tokenizer."""
-    import math
-
-    from capgap.data import PackedLoader, TokenStore, load_corpus
+def calibration(model, tokenizer, args: argparse.Namespace) -> list:  # noqa: ANN001
+    """Training-split windows of ``--corpus`` in the model's own tokenizer."""
+    from capgap.data import calibration_batches
     from capgap.evaluate.heldout import model_context
 
-    if tokenizer is None:
-        raise CapgapError(f"{args.model} has no tokenizer to tokenise calibration text; pass --scores")
-    store = TokenStore.build_or_load(load_corpus(args.corpus), tokenizer)
     seq_len = args.seq_len or model_context(model, default=512)
-    loader = PackedLoader(store.train, seq_len=seq_len, batch_size=args.batch_size, seed=args.seed)
-    if args.calib_tokens < loader.tokens_per_step:
-        raise CapgapError(
-            f"--calib-tokens {args.calib_tokens} is smaller than one batch "
-            f"({args.batch_size} x {seq_len} = {loader.tokens_per_step} tokens)"
-        )
-    return [loader.batch(i) for i in range(math.ceil(args.calib_tokens / loader.tokens_per_step))]
+    return calibration_batches(args.corpus, tokenizer, args.calib_tokens, seq_len, args.batch_size, args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
     from capgap.cli.common import print_json
     from capgap.models.anymodel import load_any_model
-    from capgap.prune import Scores, baseline_scores, prune, save_pruned, score
+    from capgap.prune import prune, save_pruned
     from capgap.prune.api import check
 
     _check_flags(args)
@@ -120,17 +127,14 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_any_model(args.model)
     settings = {"sparsity": args.sparsity, "target_params": args.target_params, "allocation": args.allocation,
                 "multiple": args.multiple, "drop_layers": _drop(args), "drop_rule": args.drop_rule}
-    check(model, **settings)  # refuse impossible sizes before the calibration pass
+    saved = _saved_scores(args)
+    depth_only = saved.meta.get("depth_only", False) if saved else _method_entry(args).depth_only
+    check(model, **settings, depth_only=depth_only)  # refuse impossible sizes before the calibration pass
     model.to(args.device)
-    if args.scores is not None:
-        scores = Scores.load(args.scores)
-    elif args.scorer != "gradient":
-        scores = baseline_scores(model, args.scorer, seed=args.seed)
-    else:
-        scores = score(model, calibration_batches(model, tokenizer, args), tokens=args.calib_tokens, progress=True)
+    scores = saved or _score(model, tokenizer, args)
     result = prune(model, scores, **settings, inplace=True)  # the teacher is not needed afterwards
     result.report["source_model"] = str(args.model)
-    result.report["scores_from"] = str(args.scores) if args.scores else f"{args.scorer} (saved in scores/)"
+    result.report["scores_from"] = str(args.scores) if args.scores else f"{_method(args)} (saved in scores/)"
     result.report["seconds"]["total"] = round(time.perf_counter() - start, 2)
     result.model.to("cpu")
     save_pruned(result, tokenizer, args.out, export=args.export, overwrite=args.overwrite,
@@ -141,6 +145,33 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_summary(report, args.out))
     return 0
+
+
+def _method_entry(args: argparse.Namespace):  # noqa: ANN201 - a Method
+    from capgap.prune.methods import get_method
+
+    return get_method(_method(args))
+
+
+def _saved_scores(args: argparse.Namespace):  # noqa: ANN202 - Scores or None
+    """Scores of ``--scores`` (their method must be the one asked for, if one was)."""
+    from capgap.prune import Scores
+
+    if args.scores is None:
+        return None
+    scores = Scores.load(args.scores)
+    if (args.method or args.scorer) and scores.method != _method(args):
+        raise CapgapError(f"the scores in {args.scores} were made by {scores.method}, not {_method(args)}; "
+                          "leave out --method or score again")
+    return scores
+
+
+def _score(model, tokenizer, args: argparse.Namespace):  # noqa: ANN001, ANN202 - Scores
+    from capgap.prune import score
+
+    method = _method_entry(args)
+    batches = calibration(model, tokenizer, args) if method.needs_data else None
+    return score(model, batches, tokens=args.calib_tokens, progress=True, method=method.name, seed=args.seed)
 
 
 def _summary(r: dict, out: Path) -> str:

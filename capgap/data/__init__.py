@@ -29,6 +29,7 @@ from capgap.data.corpus import (
 
 _LAZY = {
     "PackedLoader": "capgap.data.loader",
+    "calibration_batches": "capgap.data.loader",
     "eval_batches": "capgap.data.loader",
     "DEFAULT_VOCAB_SIZE": "capgap.data.tokenizer",
     "EOS_TOKEN": "capgap.data.tokenizer",

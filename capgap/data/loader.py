@@ -7,11 +7,14 @@ the same seed see exactly the same data, which is what makes their losses compar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from capgap.data.corpus import Corpus, load_corpus
 from capgap.errors import CapgapError
 
 
@@ -91,3 +94,30 @@ def eval_batches(
         last = min(first + batch_size, windows)
         chunk = np.array(tokens[first * seq_len : last * seq_len], dtype=np.int64)
         yield torch.from_numpy(chunk.reshape(last - first, seq_len))  # (B, T)
+
+
+def calibration_batches(
+    corpus: str | Corpus | None, tokenizer: Any, tokens: int, seq_len: int, batch_size: int, seed: int = 0,
+) -> list[torch.Tensor]:
+    """Training-split windows of ``corpus`` in ``tokenizer``, enough for ``tokens`` tokens.
+
+    What pruning scores a model on: the validation split stays unseen, and the batches are
+    :class:`PackedLoader` batches 0, 1, ... of ``seed``, so one seed means one calibration set.
+    ``corpus``: a :class:`~capgap.data.Corpus` or a :func:`~capgap.data.load_corpus` source
+    (None: the embedded corpus).
+    Returns ``ceil(tokens / (batch_size * seq_len))`` tensors of shape (B, T).
+    """
+    from capgap.data.tokens import TokenStore
+
+    if tokenizer is None:
+        raise CapgapError("a model without a tokenizer cannot be scored on calibration text; "
+                          "give it a tokenizer or reuse saved scores")
+    corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus)
+    store = TokenStore.build_or_load(corpus, tokenizer)
+    loader = PackedLoader(store.train, seq_len=seq_len, batch_size=batch_size, seed=seed)
+    if tokens < loader.tokens_per_step:
+        raise CapgapError(
+            f"calibration tokens ({tokens}) are smaller than one batch "
+            f"({batch_size} x {seq_len} = {loader.tokens_per_step} tokens)"
+        )
+    return [loader.batch(i) for i in range(math.ceil(tokens / loader.tokens_per_step))]

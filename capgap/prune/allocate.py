@@ -263,6 +263,29 @@ def allocate(
     return Allocation(space.plan(keep_w, keep_f), params, keep_w, keep_f, binding)
 
 
+def allocate_depth(layer_scores: torch.Tensor, table: ParamTable, target: int) -> Allocation:
+    """Depth only (a ``depth_only`` method such as Block Influence): keep the highest-scoring
+    layers at full width, as many as fit in ``target`` params.
+
+    The result lands at or below the target by less than one layer's parameters; the 1 %
+    tolerance of width allocation does not apply (whole layers are the only unit).
+    """
+    geo = table.geo
+    sizes = [table.count(geo.hidden, [geo.n_kv] * n, [geo.ffn] * n).total for n in range(geo.n_layers + 1)]
+    fits = [n for n in range(1, geo.n_layers + 1) if sizes[n] <= target]
+    if not fits:
+        raise CapgapError(
+            f"target {target:,} params is below the smallest depth-only student ({sizes[1]:,} params: "
+            "one layer at full width); use a width method or raise the target"
+        )
+    n = max(fits)
+    kept = sorted(torch.argsort(layer_scores, descending=True, stable=True)[:n].tolist())
+    plan = Plan(kept, torch.arange(geo.hidden), [torch.arange(geo.n_kv) for _ in kept],
+                [torch.arange(geo.ffn) for _ in kept])
+    binding = None if target - sizes[n] <= 1e-3 * target else "whole layers (depth-only method, full width kept)"
+    return Allocation(plan, sizes[n], 1.0, 1.0, binding)
+
+
 def _binding(
     space: Space, scores: Scores, table: ParamTable, adapter: Adapter, target: int, params: int, layers: list[int]
 ) -> str | None:

@@ -20,7 +20,13 @@ from capgap.errors import CapgapError
 from capgap.io import atomic_dir, write_json
 from capgap.models.arch import ParamTable, adapter_for
 from capgap.models.params import count_params
-from capgap.prune.allocate import ALLOCATIONS, allocate, paper_component_sparsity, resolve_layers
+from capgap.prune.allocate import (
+    ALLOCATIONS,
+    allocate,
+    allocate_depth,
+    paper_component_sparsity,
+    resolve_layers,
+)
 from capgap.prune.materialize import (
     META_NAME,
     config_from_dict,
@@ -29,8 +35,9 @@ from capgap.prune.materialize import (
     materialize,
     save_capgap_format,
 )
+from capgap.prune.methods import DEFAULT_METHOD, score_method
 from capgap.prune.plan import Plan
-from capgap.prune.scores import Scores, compute_scores
+from capgap.prune.scores import Scores
 
 EXPORTS = ("auto", "capgap", "vanilla")
 PLAN_NAME = "prune_plan.json"  # kept indices in the original numbering, every export
@@ -45,9 +52,18 @@ class PruneResult:
     report: dict
 
 
-def score(model: nn.Module, batches: Iterable, tokens: int | None = None, progress: bool = False) -> Scores:
-    """Expressiveness scores of ``model`` over calibration ``batches`` (see ``scores.py``)."""
-    return compute_scores(model, batches, tokens=tokens, progress=progress)
+def score(
+    model: nn.Module,
+    batches: Iterable | None = None,
+    tokens: int | None = None,
+    progress: bool = False,
+    method: str = DEFAULT_METHOD,
+    seed: int = 0,
+) -> Scores:
+    """Scores of ``model`` by a named ``method`` (:mod:`capgap.prune.methods`; default the
+    paper's expressiveness) over calibration ``batches`` (data-free methods need none),
+    stopping after ``tokens`` tokens. ``seed`` seeds the ``random`` method."""
+    return score_method(model, method, batches, tokens=tokens, progress=progress, seed=seed)
 
 
 def _target(before: int, sparsity: float | None, target_params: int | None) -> tuple[int, float]:
@@ -72,17 +88,23 @@ def check(
     multiple: int = 1,
     drop_layers: int | list[int] | None = None,
     drop_rule: str = "symmetric",
+    depth_only: bool = False,
 ) -> None:
     """Raise the CapgapError :func:`prune` would raise for these settings, before scoring.
 
     Feasibility (size range, rounding, shape rules, depth) does not depend on the scores, so
-    it is checked with placeholder scores and costs milliseconds.
+    it is checked with placeholder scores and costs milliseconds. ``depth_only``: the
+    settings are for a depth-only method (e.g. ``block_influence``).
     """
     adapter = adapter_for(model)
     geo = adapter.geometry(model)
     if allocation not in ALLOCATIONS:
         raise CapgapError(f"unknown allocation '{allocation}'; choose from {', '.join(ALLOCATIONS)}")
     target, _ = _target(count_params(model).total, sparsity, target_params)
+    if depth_only:
+        _refuse_drop_layers(drop_layers)
+        allocate_depth(torch.ones(geo.n_layers), ParamTable.from_model(model, adapter), target)
+        return
     ones = {"heads": torch.ones(geo.n_layers, geo.n_kv), "neurons": torch.ones(geo.n_layers, geo.ffn),
             "hidden": torch.ones(geo.hidden), "layers": torch.ones(geo.n_layers)}
     layers = resolve_layers(geo.n_layers, drop_layers, drop_rule, ones["layers"])
@@ -122,11 +144,16 @@ def prune(
     before = count_params(model)
     target, target_sparsity = _target(before.total, sparsity, target_params)
     table = ParamTable.from_model(model, adapter)
-    layers = resolve_layers(geo.n_layers, drop_layers, drop_rule, scores.layers)
-    alloc = allocate(
-        scores, table, adapter, target=target, allocation=allocation, multiple=multiple, layers=layers,
-        tolerance=0.01 if target_params is not None else None,
-    )
+    if scores.meta.get("depth_only"):
+        _refuse_drop_layers(drop_layers)
+        alloc, allocation = allocate_depth(scores.layers, table, target), "uniform"
+        drop_layers, drop_rule = geo.n_layers - len(alloc.plan.layers), scores.meta.get("method", "score")
+    else:
+        layers = resolve_layers(geo.n_layers, drop_layers, drop_rule, scores.layers)
+        alloc = allocate(
+            scores, table, adapter, target=target, allocation=allocation, multiple=multiple, layers=layers,
+            tolerance=0.01 if target_params is not None else None,
+        )
     small = materialize(model, alloc.plan, allocation, inplace=inplace)
     after = count_params(small)
     if after.total != alloc.params:  # the analytic count is what the search trusted
@@ -136,6 +163,20 @@ def prune(
     )
     report["seconds"] = {"score": scores.meta.get("seconds"), "prune": round(time.perf_counter() - start, 3)}
     return PruneResult(small, alloc.plan, report)
+
+
+def _refuse_drop_layers(drop_layers: int | list[int] | None) -> None:
+    if drop_layers:
+        raise CapgapError("a depth-only method chooses the layers to drop itself; "
+                          "leave out drop_layers (--drop-layers, --drop-layer-ids)")
+
+
+def _scoring(scores: Scores) -> dict:
+    """Which method made the scores and what it cost."""
+    meta = scores.meta
+    return {"method": scores.method, "calibration": meta.get("calibration"), "seconds": meta.get("seconds"),
+            "calibration_tokens": meta.get("calibration_tokens", 0),
+            "calibration_batches": meta.get("calibration_batches", 0)}
 
 
 def _report(before, after, target, target_sparsity, alloc, geo, scores, allocation, multiple, drop_layers, drop_rule) -> dict:  # noqa: ANN001
@@ -169,6 +210,8 @@ def _report(before, after, target, target_sparsity, alloc, geo, scores, allocati
         "calibration_tokens": scores.meta.get("calibration_tokens"),
         "calibration_batches": scores.meta.get("calibration_batches"),
         "arch": scores.meta.get("arch"),
+        "method": scores.method,
+        "scoring": _scoring(scores),
     }
 
 

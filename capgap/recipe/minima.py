@@ -307,13 +307,11 @@ def prune_stage(cfg: MinimaConfig, shape: Shape, out: Path, force: bool = False)
 
 def _calibration(model: nn.Module, tokenizer: Any, p: PruneStage) -> list[torch.Tensor]:
     """Training-split windows of the calibration corpus in the teacher's tokenizer."""
-    from capgap.data import PackedLoader, TokenStore, load_corpus
+    from capgap.data import calibration_batches
     from capgap.evaluate.heldout import model_context
 
-    store = TokenStore.build_or_load(load_corpus(p.corpus), tokenizer)
-    loader = PackedLoader(store.train, seq_len=p.seq_len or model_context(model, default=512),
-                          batch_size=p.batch_size, seed=p.seed)
-    return [loader.batch(i) for i in range(math.ceil(p.calib_tokens / loader.tokens_per_step))]
+    seq_len = p.seq_len or model_context(model, default=512)
+    return calibration_batches(p.corpus, tokenizer, p.calib_tokens, seq_len, p.batch_size, p.seed)
 
 
 # -- stages 2 and 3 -------------------------------------------------------------------------

@@ -13,12 +13,10 @@ written last), so an interrupted sweep redoes only what is missing.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-from capgap.errors import CapgapError
 from capgap.io import write_json
 from capgap.models.init import reinitialise
 from capgap.sweep.config import SweepConfig
@@ -102,17 +100,12 @@ def teacher_scores(cfg: SweepConfig, out: Path, teacher: Teacher, model: Any,
 
 def calibration_batches(cfg: SweepConfig, model: Any, tokenizer: Any) -> list[Any]:
     """Training-split batches for scoring (the validation split stays unseen)."""
-    from capgap.data import PackedLoader, TokenStore, load_corpus
+    from capgap.data import calibration_batches as batches
     from capgap.evaluate.heldout import model_context
 
-    if tokenizer is None:
-        raise CapgapError("a teacher without a tokenizer cannot be scored on the corpus")
-    store = TokenStore.build_or_load(load_corpus(cfg.data.corpus), tokenizer)
-    seq_len = cfg.scoring.seq_len or cfg.data.seq_len or model_context(model)
-    loader = PackedLoader(store.train, seq_len=seq_len, batch_size=cfg.scoring.batch_size,
-                          seed=cfg.scoring.seed)
-    n = math.ceil(cfg.scoring.tokens / loader.tokens_per_step)
-    return [loader.batch(i) for i in range(n)]
+    s = cfg.scoring
+    seq_len = s.seq_len or cfg.data.seq_len or model_context(model)
+    return batches(cfg.data.corpus, tokenizer, s.tokens, seq_len, s.batch_size, s.seed)
 
 
 def make_student(teacher: Any, tokenizer: Any, scores: Any, cell: CellSpec, folder: Path) -> None:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "prune_quality.py"
+from tests.bench.conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def pq():
-    spec = importlib.util.spec_from_file_location("prune_quality", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("prune_quality")
 
 
 def tiny_llama(vocab: int, eos: int) -> LlamaForCausalLM:

@@ -74,3 +74,18 @@ def test_eval_batches_are_the_leading_windows_in_order(max_tokens):
 def test_eval_batches_need_one_full_window():
     with pytest.raises(CapgapError, match="at least seq_len = 100 tokens, got 99"):
         list(eval_batches(TOKENS, 100, 4, max_tokens=99))
+
+
+def test_calibration_batches_are_the_first_training_batches_of_the_seed(tiny_corpus, tiny_tokenizer,
+                                                                         tiny_token_store):
+    from capgap.data import calibration_batches
+
+    got = calibration_batches(tiny_corpus, tiny_tokenizer, tokens=100, seq_len=16, batch_size=3, seed=4)
+    loader = PackedLoader(tiny_token_store.train, seq_len=16, batch_size=3, seed=4)
+    assert len(got) == 3  # ceil(100 / 48)
+    for i, batch in enumerate(got):
+        torch.testing.assert_close(batch, loader.batch(i))
+    with pytest.raises(CapgapError, match="smaller than one batch"):
+        calibration_batches(tiny_corpus, tiny_tokenizer, tokens=47, seq_len=16, batch_size=3)
+    with pytest.raises(CapgapError, match="without a tokenizer"):
+        calibration_batches(tiny_corpus, None, tokens=100, seq_len=16, batch_size=3)

@@ -65,6 +65,10 @@ def test_prune_score_once_then_a_ladder_from_saved_scores(setup: dict[str, Path]
         (["--sparsity", "0.5", "--calib-tokens", "10"], "smaller than one batch"),
         (["--sparsity", "0.5", "--allocation", "uniform", "--multiple", "128"], "closest valid multiple is 64"),
         (["--sparsity", "0.999"], "below the smallest valid student"),
+        (["--sparsity", "0.5", "--method", "shortgpt"], "unknown pruning method 'shortgpt'; choose from"),
+        (["--sparsity", "0.5", "--method", "random", "--scorer", "magnitude"], "disagree"),
+        (["--sparsity", "0.95", "--method", "block_influence"], "below the smallest depth-only student"),
+        (["--sparsity", "0.5", "--method", "block_influence", "--drop-layers", "1"], "chooses the layers"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(setup: dict[str, Path], capsys, flags: list[str], message: str) -> None:  # noqa: ANN001
@@ -106,7 +110,8 @@ def test_parse_count() -> None:
 def test_data_free_baseline_scorer(setup: dict[str, Path]) -> None:
     assert _run(setup, "mag", "--sparsity", "0.5", "--scorer", "magnitude", "--allocation", "uniform") == 0
     report = json.loads((setup["root"] / "mag" / "prune_report.json").read_text())
-    assert report["scores_from"].startswith("magnitude") and report["calibration_tokens"] is None
+    assert report["scores_from"].startswith("magnitude") and report["calibration_tokens"] == 0
+    assert report["method"] == "magnitude" and report["scoring"]["calibration"] == "none"
     assert report["export"] == {"format": "vanilla"}
 
 
@@ -124,3 +129,31 @@ def test_a_global_student_converts_to_a_checkpoint_plain_transformers_loads(setu
         torch.testing.assert_close(plain(ids).logits, pruned.eval()(ids).logits, atol=1e-5, rtol=1e-5)
     assert main(["convert", "pruned", str(dst), "--out", str(setup["root"] / "again")]) == 2
     assert "loads with AutoModelForCausalLM" in capsys.readouterr().err
+
+
+def test_help_names_every_method(capsys) -> None:  # noqa: ANN001
+    from capgap.prune.methods import METHODS
+
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    out = capsys.readouterr().out
+    lines = {line.split()[0] for line in out.splitlines() if line.startswith("  ") and line.split()}
+    assert set(METHODS) <= lines
+
+
+def test_methods_from_the_command_line_and_their_saved_scores(setup: dict[str, Path], capsys) -> None:  # noqa: ANN001
+    assert _run(setup, "act", "--sparsity", "0.5", "--method", "activation", "--allocation", "uniform") == 0
+    report = json.loads((setup["root"] / "act" / "prune_report.json").read_text())
+    assert report["method"] == "activation" and report["scoring"]["calibration"] == "forward"
+    assert report["scoring"]["calibration_tokens"] == 256 and report["scoring"]["seconds"] > 0
+    assert _run(setup, "bi", "--sparsity", "0.3", "--method", "block_influence") == 0
+    bi = json.loads((setup["root"] / "bi" / "prune_report.json").read_text())
+    assert bi["method"] == "block_influence" and bi["hidden_kept"] == bi["hidden_before"]
+    assert len(bi["layers_kept"]) < bi["layers_before"] and bi["export"] == {"format": "vanilla"}
+    saved = str(setup["root"] / "bi" / "scores")
+    assert _run(setup, "bi2", "--sparsity", "0.5", "--scores", saved) == 0  # depth-only from its saved scores
+    assert json.loads((setup["root"] / "bi2" / "prune_report.json").read_text())["hidden_kept"] == bi["hidden_kept"]
+    capsys.readouterr()
+    assert _run(setup, "bad", "--sparsity", "0.5", "--scores", saved, "--method", "taylor") == 2
+    assert "made by block_influence, not taylor" in capsys.readouterr().err
+    assert not (setup["root"] / "bad").exists()
