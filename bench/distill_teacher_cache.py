@@ -30,10 +30,11 @@ from capgap import config
 from capgap.data.cache import cache_dir
 from capgap.distill.cache import TeacherCacheConfig, fingerprint
 from capgap.distill.engine import DistillConfig, ObjectiveConfig, distill
+from capgap.evaluate.heldout import EvalConfig
 from capgap.models import build_model, load_family, save_model
 from capgap.models.anymodel import load_any_model
 from capgap.train.loop import OptimConfig, TrainConfig
-from capgap.train.pretrain import EvalConfig, PretrainConfig, pretrain
+from capgap.train.pretrain import PretrainConfig, pretrain
 
 FAMILY = """\
 name: cache-bench

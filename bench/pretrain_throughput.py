@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from capgap.distill.chunked import lm_loss
 from capgap.models import build_model, load_family
 from capgap.models.params import count_params
 from capgap.train.loop import OptimConfig, matmul_flops_per_token, param_groups
+from capgap.train.loss import lm_loss
 
 
 def matmul_peak(n: int = 1024, repeats: int = 20) -> float:
@@ -95,7 +95,7 @@ def main() -> None:
               f"{tok_s * fpt / 1e9:.1f} GFLOP/s  {100 * tok_s * fpt / peak:.0f}% of peak  "
               f"({tok_s / ref:.2f}x the HF-loss step)")
     out = {"family": args.family, "vocab": args.vocab, "batch": args.batch, "seq_len": fam.seq_len,
-           "threads": threads, "loss": "capgap.distill.chunked.lm_loss (as pretraining)",
+           "threads": threads, "loss": "capgap.train.loss.lm_loss (as pretraining)",
            "torch": torch.__version__, "cpu": platform.processor() or
            platform.machine(), "matmul_peak_flops_per_s": peak, "sizes": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

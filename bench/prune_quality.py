@@ -157,7 +157,7 @@ class ReplayTeacher(nn.Module):
 
     def __init__(self, teacher: nn.Module) -> None:
         super().__init__()
-        from capgap.distill.chunked import decoder_body, lm_head
+        from capgap.train.loss import decoder_body, lm_head
 
         self.config = teacher.config
         self._body = _ReplayBody(decoder_body(teacher))

@@ -50,17 +50,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pruned(args: argparse.Namespace) -> int:
-    from capgap.models.anymodel import PRUNING_META, has_per_layer_shapes, resolve_model_path
-    from capgap.prune import load_pruned, save_pruned
+    from capgap.models.anymodel import has_per_layer_shapes, resolve_model_path
+    from capgap.models.pruned import META_NAME, load_pruned, save_pruned_model
 
     if not args.source:
         raise CapgapError("convert pruned needs the student's folder: capgap convert pruned SRC --out DIR")
     src = Path(resolve_model_path(args.source))
     if not has_per_layer_shapes(src):
-        raise CapgapError(f"{src} is not a per-layer-shaped capgap student (no {PRUNING_META}); "
+        raise CapgapError(f"{src} is not a per-layer-shaped capgap student (no {META_NAME}); "
                           "it loads with AutoModelForCausalLM.from_pretrained as it is")
     model, tokenizer = load_pruned(src)
-    out = save_pruned(model, tokenizer, args.out, export="vanilla", overwrite=args.overwrite)
+    out = save_pruned_model(model, tokenizer, args.out, export="vanilla", overwrite=args.overwrite)
     padded = json.loads((out / "prune_report.json").read_text())["export"]
     print(f"wrote {out}: a vanilla {model.config.model_type} checkpoint "
           f"({padded['params_total']:,} params with zero padding); load it with "

@@ -37,10 +37,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from capgap.data.cache import build_once, cache_dir
-from capgap.distill.chunked import capped, decoder_body, lm_head, softcap
 from capgap.distill.losses import LOG_FLOOR, TopKTeacher
 from capgap.errors import CapgapError
 from capgap.io import write_json
+from capgap.train.loss import capped, decoder_body, lm_head, softcap
 
 _FORMAT = 1
 

@@ -32,6 +32,7 @@ from capgap.data.tokenizer import tokenizer_hash
 from capgap.distill.cache import CachedTeacherLoader, TeacherCacheConfig
 from capgap.distill.losses import TopKTeacher
 from capgap.errors import CapgapError
+from capgap.evaluate.heldout import EvalConfig
 from capgap.io import write_json
 from capgap.models.init import reinitialise
 from capgap.models.params import count_params
@@ -45,7 +46,6 @@ from capgap.train.loop import (
     autocast_for,
     total_steps_for,
 )
-from capgap.train.pretrain import EvalConfig
 
 
 @dataclass
@@ -358,7 +358,7 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
 def _quick_eval(cfg: DistillConfig, store: Any, seq_len: int, dev: torch.device):  # noqa: ANN202
     """Periodic held-out loss on the first ``train.eval_tokens`` validation tokens."""
     from capgap.data import eval_batches
-    from capgap.distill.chunked import mean_lm_loss
+    from capgap.train.loss import mean_lm_loss
 
     def quick_eval(m: nn.Module) -> dict[str, float]:
         with autocast_for(cfg.train.precision, dev):

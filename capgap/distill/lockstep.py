@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from capgap import config as cfgmod
-from capgap.distill.chunked import lm_head, teacher_rows_of
+from capgap.distill.chunked import teacher_rows_of
 from capgap.distill.engine import (
     DistillConfig,
     DistillResult,
@@ -41,6 +41,7 @@ from capgap.errors import CapgapError
 from capgap.runs import RunDir, is_complete
 from capgap.train.distributed import Parallel, setup
 from capgap.train.loop import autocast_for
+from capgap.train.loss import lm_head
 
 SHARE_BYTES = 1 << 30  # a batch's teacher logits up to this size (fp32) are computed once
 

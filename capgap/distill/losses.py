@@ -26,10 +26,9 @@ registered by name (lm-eval-harness style) so configs can name them:
 All are computed in fp32 from ``log_softmax``; mixtures use ``logaddexp`` in log space, so finite
 logits never produce ``log(0)``.
 
-Shift convention (done once, in :func:`shift_and_flatten`): a Hugging Face causal LM predicts
-token ``t + 1`` from position ``t``, so users pass ``labels = input_ids`` and row ``t`` of the
-logits / hidden states is scored against ``labels[:, t + 1]``. Everything is normalised by the
-number of valid predicted tokens, never by ``B * T``.
+The shift to next-token targets and the valid-token mask are the plain LM loss's
+(:func:`capgap.train.loss.shift_and_flatten`); everything is normalised by the number of
+valid predicted tokens, never by ``B * T``.
 """
 
 from __future__ import annotations
@@ -45,8 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from capgap.errors import CapgapError
-
-IGNORE_INDEX = -100
+from capgap.train.loss import IGNORE_INDEX, shift_and_flatten
 
 Divergence = Callable[..., Tensor]
 """``(student_logits [N, V], teacher_logits [N, V], **kwargs) -> per-token values [N]``."""
@@ -304,45 +302,6 @@ class KDObjective:
         if kd_sum is not None and self.alpha < 1.0:
             loss = loss + kd_sum * ((1.0 - self.alpha) / denom)
         return loss
-
-
-def valid_next_token_mask(
-    labels: Tensor, attention_mask: Tensor | None = None, ignore_index: int = IGNORE_INDEX
-) -> Tensor:
-    """Which positions t in [0, T-1) are scored against labels[:, t + 1]: [B, T - 1] bool.
-
-    Excluded: targets equal to ``ignore_index`` and, with an attention mask, rows whose target
-    *or* input position is padding (a left-padded row's first real token is not predicted,
-    exactly as for an unpadded sequence).
-    """
-    valid = labels[:, 1:] != ignore_index  # [B, T-1]
-    if attention_mask is not None:
-        if attention_mask.shape != labels.shape:
-            raise CapgapError(
-                f"attention_mask shape {tuple(attention_mask.shape)} != labels shape {tuple(labels.shape)}"
-            )
-        am = attention_mask.bool()
-        valid = valid & am[:, 1:] & am[:, :-1]
-    return valid
-
-
-def shift_and_flatten(
-    x: Tensor,
-    labels: Tensor,
-    attention_mask: Tensor | None = None,
-    ignore_index: int = IGNORE_INDEX,
-) -> tuple[Tensor, Tensor]:
-    """Align per-position rows with their next-token targets, keeping valid ones only.
-
-    x: [B, T, D] (hidden states or logits); labels: [B, T] (usually ``input_ids``).
-    Returns rows [N, D] and targets [N], N = number of valid predicted tokens.
-    """
-    if x.shape[:2] != labels.shape:
-        raise CapgapError(
-            f"labels shape {tuple(labels.shape)} does not match inputs {tuple(x.shape[:2])}"
-        )
-    valid = valid_next_token_mask(labels, attention_mask, ignore_index)  # [B, T-1]
-    return x[:, :-1][valid], labels[:, 1:][valid]  # [N, D], [N]
 
 
 def distill_loss_from_logits(

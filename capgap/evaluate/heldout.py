@@ -18,6 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@dataclass
+class EvalConfig:
+    """Final held-out evaluation over the fixed validation text."""
+
+    max_bytes: int = 0
+    """Evaluate the first this-many bytes of the validation split (0: all of it)."""
+    batch_size: int = 16
+
+
 @dataclass(frozen=True)
 class HeldoutResult:
     """Held-out scores; ``loss`` in nats per token."""

@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-PRUNING_META = "capgap_pruning.json"
+from capgap.models import pruned
+from capgap.models.io import load_model, save_model
 
 
 def resolve_model_path(path_or_name: str | Path) -> str:
@@ -27,19 +28,15 @@ def resolve_model_path(path_or_name: str | Path) -> str:
 def has_per_layer_shapes(path_or_name: str | Path) -> bool:
     """Whether the model at ``path_or_name`` (or a run folder's) is in capgap's per-layer
     format, which plain ``AutoModelForCausalLM.from_pretrained`` cannot load."""
-    return (Path(resolve_model_path(path_or_name)) / PRUNING_META).is_file()
+    return pruned.has_per_layer_shapes(resolve_model_path(path_or_name))
 
 
 def load_any_model(path_or_name: str | Path, dtype: Any = None) -> tuple[nn.Module, Any]:
     """(model, tokenizer) from an HF folder/hub name, a pruned model, or a run folder."""
     target = resolve_model_path(path_or_name)
     if has_per_layer_shapes(target):
-        from capgap.prune import load_pruned
-
-        model, tokenizer = load_pruned(target)
+        model, tokenizer = pruned.load_pruned(target)
         return (model.to(dtype) if dtype is not None else model), tokenizer
-    from capgap.models.io import load_model
-
     return load_model(target, dtype=dtype)
 
 
@@ -47,9 +44,6 @@ def save_any_model(model: nn.Module, tokenizer: Any, out_dir: str | Path,
                    overwrite: bool = False) -> Path:
     """Save ``model`` in the format that reloads it exactly (see module docstring)."""
     if getattr(model, "capgap_pruning", None) is not None:
-        from capgap.prune import save_pruned
-
-        return save_pruned(model, tokenizer, out_dir, export="auto", overwrite=overwrite)
-    from capgap.models.io import save_model
-
+        return pruned.save_pruned_model(model, tokenizer, out_dir, export="auto",
+                                        overwrite=overwrite)
     return save_model(model, tokenizer, out_dir, overwrite=overwrite)

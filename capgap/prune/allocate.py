@@ -1,4 +1,4 @@
-"""From scores and a size target to a :class:`~capgap.prune.plan.Plan`.
+"""From scores and a size target to a :class:`~capgap.models.pruned.KeepPlan`.
 
 Sparsity is relative to the project's size count (total parameters, tied once). Hidden
 sparsity multiplies with head/neuron sparsity, so the paper gives every component the
@@ -34,7 +34,7 @@ import torch
 
 from capgap.errors import CapgapError
 from capgap.models.arch import Adapter, Geometry, ParamTable
-from capgap.prune.plan import Plan
+from capgap.models.pruned import KeepPlan
 from capgap.prune.scores import Scores
 
 ALLOCATIONS = ("global", "uniform")
@@ -46,7 +46,7 @@ COARSE, FINE = 100, 50  # stage-1 grid over the common keep fraction: 1e-2, then
 class Allocation:
     """A plan plus how it was found."""
 
-    plan: Plan
+    plan: KeepPlan
     params: int  # analytic total of the plan
     keep_width: float  # solved keep fraction of hidden dims and heads
     keep_ffn: float  # solved keep fraction of FFN neurons
@@ -167,9 +167,9 @@ class Space:
         d, groups, ffn = self.counts(keep_w, keep_f)
         return self.table.count(d, groups, ffn).total
 
-    def plan(self, keep_w: float, keep_f: float) -> Plan:
+    def plan(self, keep_w: float, keep_f: float) -> KeepPlan:
         d, groups, ffn = self.counts(keep_w, keep_f)
-        return Plan(
+        return KeepPlan(
             layers=list(self.layers),
             hidden=self.hidden_order[:d].sort().values,
             heads=[self.head_order[i, :g].sort().values for i, g in enumerate(groups)],
@@ -280,7 +280,7 @@ def allocate_depth(layer_scores: torch.Tensor, table: ParamTable, target: int) -
         )
     n = max(fits)
     kept = sorted(torch.argsort(layer_scores, descending=True, stable=True)[:n].tolist())
-    plan = Plan(kept, torch.arange(geo.hidden), [torch.arange(geo.n_kv) for _ in kept],
+    plan = KeepPlan(kept, torch.arange(geo.hidden), [torch.arange(geo.n_kv) for _ in kept],
                 [torch.arange(geo.ffn) for _ in kept])
     binding = None if target - sizes[n] <= 1e-3 * target else "whole layers (depth-only method, full width kept)"
     return Allocation(plan, sizes[n], 1.0, 1.0, binding)

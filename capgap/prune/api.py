@@ -3,7 +3,7 @@
     scores = score(model, batches, tokens=65536)          # one calibration pass
     result = prune(model, scores, sparsity=0.6)           # or target_params=...
     save_pruned(result, tokenizer, "out/student")         # vanilla or capgap format
-    model, tokenizer = load_pruned("out/student")
+    model, tokenizer = load_pruned("out/student")         # capgap.models.pruned.load_pruned
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from capgap.errors import CapgapError
-from capgap.io import atomic_dir, write_json
 from capgap.models.arch import ParamTable, adapter_for
 from capgap.models.params import count_params
+from capgap.models.pruned import KeepPlan, materialize, save_pruned_model
 from capgap.prune.allocate import (
     ALLOCATIONS,
     allocate,
@@ -27,20 +27,8 @@ from capgap.prune.allocate import (
     paper_component_sparsity,
     resolve_layers,
 )
-from capgap.prune.materialize import (
-    META_NAME,
-    config_from_dict,
-    export_vanilla,
-    load_capgap_format,
-    materialize,
-    save_capgap_format,
-)
 from capgap.prune.methods import DEFAULT_METHOD, score_method
-from capgap.prune.plan import Plan
 from capgap.prune.scores import Scores
-
-EXPORTS = ("auto", "capgap", "vanilla")
-PLAN_NAME = "prune_plan.json"  # kept indices in the original numbering, every export
 
 
 @dataclass
@@ -48,7 +36,7 @@ class PruneResult:
     """The pruned model, its plan and the report written as ``prune_report.json``."""
 
     model: nn.Module
-    plan: Plan
+    plan: KeepPlan
     report: dict
 
 
@@ -239,54 +227,7 @@ def save_pruned(
     records which heads, neurons, hidden dims and layers of the original were kept.
     """
     model = pruned.model if isinstance(pruned, PruneResult) else pruned
-    info = getattr(model, "capgap_pruning", None)
-    if info is None:
-        raise CapgapError("not a model made by capgap.prune (no pruning record); save it with save_pretrained")
-    if export not in EXPORTS:
-        raise CapgapError(f"unknown export '{export}'; choose from {', '.join(EXPORTS)}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise CapgapError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
-    plan = Plan.from_dict(info["plan"])
-    vanilla = info["allocation"] == "uniform" and min(plan.groups) > 0 and min(plan.ffn) > 0
-    fmt = export if export != "auto" else ("vanilla" if vanilla else "capgap")
     report = dict(pruned.report) if isinstance(pruned, PruneResult) else {}
-    report["export"] = {"format": fmt}
-    if fmt == "vanilla" and not vanilla:
-        model = export_vanilla(model, plan, config_from_dict(info["base_config"]))
-        padded = count_params(model)
-        report["export"] = {"format": "vanilla-padded", "params_total": padded.total, "params_non_embedding": padded.non_embedding}
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        if fmt == "vanilla":
-            model.save_pretrained(tmp)
-        else:
-            save_capgap_format(model, tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if scores is not None:
-            scores.save(tmp / "scores")
-        write_json(tmp / "prune_report.json", report)
-        write_json(tmp / PLAN_NAME, {"base_config": info["base_config"], "plan": info["plan"]})
-    return out_dir
-
-
-def load_pruned(path: str | Path) -> tuple[nn.Module, object | None]:
-    """Load a model written by :func:`save_pruned` (either format) and its tokenizer."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CapgapError(f"no pruned model at {path}")
-    if (path / META_NAME).exists():
-        model = load_capgap_format(path)
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(path)
-    return model, _load_tokenizer(path)
-
-
-def _load_tokenizer(path: Path) -> object | None:
-    if not (path / "tokenizer_config.json").exists():
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
+    extra = None if scores is None else lambda folder: scores.save(folder / "scores")
+    return save_pruned_model(model, tokenizer, out_dir, export=export, overwrite=overwrite,
+                             report=report, extra=extra)

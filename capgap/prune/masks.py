@@ -38,6 +38,7 @@ from torch import nn
 
 from capgap.models.arch import Adapter, Geometry, adapter_for, require_unpruned
 from capgap.models.arch.layout import head_index, norm_eps
+from capgap.models.pruned import KeepPlan
 
 
 @dataclass
@@ -57,6 +58,23 @@ class MaskSet:
         return cls(
             one(geo.n_layers, geo.n_kv), one(geo.n_layers, geo.ffn), one(geo.hidden), one(geo.n_layers)
         )
+
+    @classmethod
+    def from_plan(cls, plan: KeepPlan, geo: Geometry) -> MaskSet:
+        """Hard 0/1 masks equivalent to ``plan`` (dropped layers: λ = 0)."""
+        m = cls.ones(geo)
+        m.heads.zero_()
+        m.neurons.zero_()
+        m.hidden.zero_()[plan.hidden] = 1
+        m.layers.zero_()
+        for i, heads, neurons in zip(plan.layers, plan.heads, plan.neurons, strict=True):
+            m.layers[i] = 1
+            m.heads[i, heads] = 1
+            m.neurons[i, neurons] = 1
+        for i in set(range(geo.n_layers)) - set(plan.layers):
+            m.heads[i] = 1  # irrelevant under λ = 0; keeps the layer's blocks "alive"
+            m.neurons[i] = 1
+        return m
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"heads": self.heads, "neurons": self.neurons, "hidden": self.hidden, "layers": self.layers}

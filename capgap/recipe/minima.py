@@ -12,7 +12,7 @@ each in its own run folder, and skips the ones already finished::
    top layers, cut hidden / heads / KV groups / FFN by the same fraction, GPU-friendly
    multiples, within 1 % of the target). Expressiveness scores on calibration text then pick
    *which* layers' heads, neurons and hidden dims fill exactly those counts, and the weights
-   are sliced (:func:`capgap.prune.materialize`). ``capgap.prune.prune`` solves its own shape
+   are sliced (:func:`capgap.models.pruned.materialize`). ``capgap.prune.prune`` solves its own shape
    from a size target, so the plan is built here from the scores and handed to the same
    public materialiser: the shape rule stays in one place and pruning code is untouched.
 2. **Distill.** ``capgap.distill`` with the paper's 0.5 CE + 0.5 soft CE on a weighted data
@@ -40,14 +40,15 @@ from torch import nn
 from capgap import config as cfgmod
 from capgap.distill.engine import ObjectiveConfig
 from capgap.errors import CapgapError
+from capgap.evaluate.heldout import EvalConfig
 from capgap.io import write_json
-from capgap.prune import Plan, Scores
+from capgap.models.pruned import KeepPlan
+from capgap.prune import Scores
 from capgap.recipe.mixture import MixtureSource, normalised_weights
 from capgap.recipe.sft import SFTConfig
 from capgap.recipe.shapes import Shape, minima_shape, reshape_config
 from capgap.runs import RunDir, is_complete
 from capgap.train.loop import TrainConfig
-from capgap.train.pretrain import EvalConfig
 
 FOLDERS = {"prune": "1-prune", "distill": "2-distill", "sft": "3-sft"}
 RECORD = "recipe.json"
@@ -255,7 +256,7 @@ def _teacher_size(spec: str, non_embedding: bool) -> float:
 # -- stage 1: prune -------------------------------------------------------------------------
 
 
-def shape_plan(scores: Scores, shape: Shape) -> Plan:
+def shape_plan(scores: Scores, shape: Shape) -> KeepPlan:
     """The kept units for ``shape``: its layers, and in each kept layer the highest-scoring
     KV groups (a KV head with its query heads) and FFN neurons; hidden dims top-k overall.
     (Per-layer normalisation of the scores does not change a ranking inside one layer.)"""
@@ -263,7 +264,7 @@ def shape_plan(scores: Scores, shape: Shape) -> Plan:
     def top(s: torch.Tensor, k: int) -> torch.Tensor:
         return torch.argsort(s, descending=True, stable=True)[:k].sort().values
 
-    return Plan(layers=list(shape.layers_kept), hidden=top(scores.hidden, shape.hidden),
+    return KeepPlan(layers=list(shape.layers_kept), hidden=top(scores.hidden, shape.hidden),
                 heads=[top(scores.heads[i], shape.kv_heads) for i in shape.layers_kept],
                 neurons=[top(scores.neurons[i], shape.ffn) for i in shape.layers_kept])
 

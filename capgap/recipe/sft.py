@@ -199,7 +199,7 @@ def collate(rows: list[tuple[list[int], list[int]]], seq_len: int,
 
 
 def _step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    from capgap.distill.chunked import lm_loss
+    from capgap.train.loss import lm_loss
 
     out = lm_loss(model, batch["input_ids"], batch["labels"], batch["attention_mask"])
     return out.loss, {"response_tokens": out.n_tokens}
@@ -215,7 +215,7 @@ def _split(n: int, fraction: float) -> tuple[list[int], list[int]]:
 def response_loss(model: nn.Module, examples: list[tuple[list[int], list[int]]], seq_len: int,
                   pad_id: int, batch_size: int = 8) -> float:
     """Mean CE over assistant tokens of ``examples`` (token-weighted)."""
-    from capgap.distill.chunked import lm_loss
+    from capgap.train.loss import lm_loss
 
     total, count = 0.0, 0
     device = next(model.parameters()).device

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from capgap.distill.engine import DistillDataConfig, ObjectiveConfig
 from capgap.errors import CapgapError
+from capgap.evaluate.heldout import EvalConfig
 from capgap.results.defaults import LAW_BOOTSTRAP
 from capgap.train.loop import OptimConfig, TrainConfig
-from capgap.train.pretrain import EvalConfig, PretrainConfig
+from capgap.train.pretrain import PretrainConfig
 
 ALLOCATIONS = ("global", "uniform")
 INITS = ("pruned", "scratch")

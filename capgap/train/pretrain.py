@@ -9,17 +9,24 @@ and ``summary.json`` with one row per size; it is resumable size by size and ste
 from __future__ import annotations
 
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from capgap import config as cfgmod
+from capgap.data import TokenStore, get_tokenizer, load_corpus, load_tokenizer, validation_text
+from capgap.data.loader import PackedLoader, eval_batches
 from capgap.errors import CapgapError
+from capgap.evaluate.heldout import EvalConfig, evaluate_text
+from capgap.models import build_model, load_family, save_model
 from capgap.models.params import count_params
-from capgap.runs import RunDir, is_complete
+from capgap.runs import RunDir, env_threads, is_complete, use_threads
 from capgap.train.loop import OptimConfig, TrainConfig, train
+from capgap.train.loss import lm_loss, mean_lm_loss
 
 
 @dataclass
@@ -34,15 +41,6 @@ class DataConfig:
     """An existing tokenizer folder to use instead of training one."""
     seq_len: int = 0
     """Training sequence length (0: the family's)."""
-
-
-@dataclass
-class EvalConfig:
-    """Final held-out evaluation over the fixed validation text."""
-
-    max_bytes: int = 0
-    """Evaluate the first this-many bytes of the validation split (0: all of it)."""
-    batch_size: int = 16
 
 
 def _default_train() -> TrainConfig:
@@ -84,8 +82,6 @@ def lm_step(model: torch.nn.Module, input_ids: torch.Tensor) -> tuple[torch.Tens
     """Plain next-token cross-entropy through the chunked head loss: no full-vocabulary
     logits, which made the step 1.2-1.3x faster than HF's ``labels=`` path on the micro
     family (the log-softmax over [B*T, V] is cache-bound on a CPU)."""
-    from capgap.distill.chunked import lm_loss
-
     return lm_loss(model, input_ids).loss, {}
 
 
@@ -110,15 +106,11 @@ class PretrainData:
         return len(self.tokenizer)
 
     def val_text(self, max_bytes: int) -> str:
-        from capgap.data import validation_text
-
         return validation_text(self.corpus, max_bytes or None)
 
 
 def prepare_data(cfg: DataConfig) -> PretrainData:
     """Load the corpus, train (or load) the tokenizer and tokenise once (all cached)."""
-    from capgap.data import TokenStore, get_tokenizer, load_corpus, load_tokenizer
-
     corpus = load_corpus(cfg.corpus)
     tokenizer = (load_tokenizer(cfg.tokenizer) if cfg.tokenizer
                  else get_tokenizer(corpus, cfg.vocab_size))
@@ -130,10 +122,6 @@ def pretrain_size(
     resume: bool, overwrite: bool,
 ) -> SizeResult:
     """Train one size of the family into ``out/<size>``; skip it if already finished."""
-    from capgap.data.loader import PackedLoader, eval_batches
-    from capgap.evaluate.heldout import evaluate_text
-    from capgap.models import build_model, save_model
-
     run = RunDir.open(out / size, resume=resume, overwrite=overwrite)
     if run.complete:
         return SizeResult(**run.summary()["result"])
@@ -149,8 +137,6 @@ def pretrain_size(
                           seed=cfg.train.seed)
 
     def quick_eval(m: torch.nn.Module) -> dict[str, float]:
-        from capgap.distill.chunked import mean_lm_loss
-
         return {"loss": mean_lm_loss(m, eval_batches(data.val, seq_len, cfg.eval.batch_size,
                                                      cfg.train.eval_tokens))}
 
@@ -180,8 +166,6 @@ def pretrain(
     torch threads, largest first: small models use threads poorly, so two 1-thread
     processes on 2 cores train the micro family ~1.2x faster than one 2-thread process.
     """
-    from capgap.models import load_family
-
     if workers < 1:
         raise CapgapError(f"workers must be at least 1, got {workers}")
     cfg = cfgmod.checked(cfg)
@@ -216,11 +200,6 @@ def pretrain(
 def _pretrain_parallel(cfg: PretrainConfig, sizes: list[str], todo: list[str], out: Path,
                        workers: int, resume: bool) -> None:
     """Train ``todo`` in a process pool, the family's largest sizes first (they dominate)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from capgap.runs import env_threads, use_threads
-
     threads = max(1, env_threads() // workers)
     order = sorted(todo, key=sizes.index, reverse=True)
     with ProcessPoolExecutor(max_workers=min(workers, len(order)), mp_context=get_context("spawn"),
@@ -231,7 +210,5 @@ def _pretrain_parallel(cfg: PretrainConfig, sizes: list[str], todo: list[str], o
 
 def _pretrain_one(cfg: PretrainConfig, size: str, out: str, resume: bool) -> None:
     """One size in a worker process (data and tokenizer come from the on-disk cache)."""
-    from capgap.models import load_family
-
     pretrain_size(cfg, load_family(cfg.family), size, prepare_data(cfg.data), Path(out),
                   resume=resume, overwrite=False)

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from capgap.distill import check_vocab, distill_loss, lm_loss, naive_distill_loss
-from capgap.distill.chunked import mean_lm_loss
+from capgap.distill import check_vocab, distill_loss, naive_distill_loss
 from capgap.errors import CapgapError
+from capgap.train.loss import lm_loss, mean_lm_loss
 
 
 @pytest.fixture(scope="module")

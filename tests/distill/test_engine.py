@@ -11,8 +11,8 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from capgap.cli import main
 from capgap.distill.engine import DistillConfig, DistillDataConfig, ObjectiveConfig, distill
 from capgap.errors import CapgapError
+from capgap.evaluate.heldout import EvalConfig
 from capgap.train.loop import TrainConfig
-from capgap.train.pretrain import EvalConfig
 
 
 def save_tiny(path, tokenizer, hidden: int, layers: int, seed: int, vocab: int | None = None):
@@ -180,7 +180,8 @@ def test_scratch_init_keeps_the_rotary_frequencies_of_a_global_pruned_student(pa
 def test_global_pruned_student_keeps_its_format(pair, tmp_path, tiny_tokenizer, tiny_token_store):
     """A capgap-format (global allocation) student distils, from scratch too, and stays so."""
     from capgap.data import PackedLoader
-    from capgap.models.anymodel import PRUNING_META, load_any_model
+    from capgap.models.anymodel import load_any_model
+    from capgap.models.pruned import META_NAME
     from capgap.prune import prune, save_pruned, score
 
     teacher, _, root = pair
@@ -193,7 +194,7 @@ def test_global_pruned_student_keeps_its_format(pair, tmp_path, tiny_tokenizer, 
     cfg.init = "scratch"
     res = distill(cfg, tmp_path / "kd")
     out = tmp_path / "kd" / "model"
-    assert (out / PRUNING_META).exists()
+    assert (out / META_NAME).exists()
     reloaded, _ = load_any_model(out)
     src, _ = load_any_model(pruned)
     assert {k: v.shape for k, v in reloaded.state_dict().items()} == \

@@ -8,8 +8,9 @@ import pytest
 import torch
 from distill_reference import REFERENCE, softmax
 
-from capgap.distill import KDObjective, distill_loss_from_logits, shift_and_flatten
+from capgap.distill import KDObjective, distill_loss_from_logits
 from capgap.errors import CapgapError
+from capgap.train.loss import shift_and_flatten
 
 B, T, V = 3, 7, 11
 

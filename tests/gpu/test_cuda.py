@@ -61,9 +61,9 @@ def pretrain_drop(tokenizer, store, tmp_path, device: str) -> float:  # noqa: AN
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from capgap.data import PackedLoader
-    from capgap.distill.chunked import mean_lm_loss
     from capgap.runs import RunDir
     from capgap.train.loop import TrainConfig, train
+    from capgap.train.loss import mean_lm_loss
     from capgap.train.pretrain import lm_step
 
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from capgap.cli import main
 from capgap.models.arch import adapter_for
 from capgap.models.params import count_params
-from capgap.prune import Plan, attach
+from capgap.prune import KeepPlan, MaskSet, attach
 from tests.prune.conftest import VOCAB, tiny_model
 from tests.prune.test_io import tiny_tokenizer
 
@@ -44,10 +44,10 @@ def test_prunes_to_half_reloads_with_plain_transformers_and_matches_masked(arch:
     assert type(student) is type(teacher)
     before, after = count_params(teacher).total, count_params(student).total
     assert 0.4 * before <= after <= 0.6 * before
-    plan = Plan.from_dict(json.loads((out / "prune_plan.json").read_text())["plan"])
+    plan = KeepPlan.from_dict(json.loads((out / "prune_plan.json").read_text())["plan"])
     assert plan.d < adapter_for(teacher).geometry(teacher).hidden  # width really pruned
     tokens = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(7))
-    with torch.no_grad(), attach(teacher, plan.masks(adapter_for(teacher).geometry(teacher))):
+    with torch.no_grad(), attach(teacher, MaskSet.from_plan(plan, adapter_for(teacher).geometry(teacher))):
         masked = teacher(tokens).logits
     with torch.no_grad():
         logits = student(tokens).logits

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from capgap.errors import CapgapError
 from capgap.models.arch import adapter_for
 from capgap.models.params import count_params
-from capgap.prune import Plan, load_pruned, materialize, prune, save_pruned, score
+from capgap.prune import KeepPlan, load_pruned, materialize, prune, save_pruned, score
 from tests.prune.conftest import ARCHS, VOCAB, calib, tiny_model
 
 CLOSE = {"rtol": 1e-5, "atol": 1e-5}
@@ -65,11 +65,11 @@ def test_global_round_trips_through_the_capgap_format(arch: str, tmp_path, token
         AutoModelForCausalLM.from_pretrained(tmp_path / "s")
 
 
-def _odd_plan(model) -> Plan:  # noqa: ANN001
+def _odd_plan(model) -> KeepPlan:  # noqa: ANN001
     """Per-layer counts that differ, an attention-less and an FFN-less layer, an awkward hidden width."""
     geo = adapter_for(model).geometry(model)
     d = geo.hidden - 5  # not a multiple of head_dim (GPT-2/NeoX) nor of the heads (LLaMA)
-    return Plan(
+    return KeepPlan(
         layers=[0, 1, 3],
         hidden=torch.randperm(geo.hidden, generator=torch.Generator().manual_seed(0))[:d].sort().values,
         heads=[torch.tensor([], dtype=torch.long), torch.arange(geo.n_kv), torch.tensor([1])],

@@ -8,7 +8,7 @@ from torch.testing import assert_close
 
 from capgap.models.arch import adapter_for
 from capgap.models.params import count_params
-from capgap.prune import Plan, attach, materialize, prune, score
+from capgap.prune import KeepPlan, MaskSet, attach, materialize, prune, score
 from capgap.prune.masks import masked_norm
 from tests.prune.conftest import ARCHS, calib, tiny_model
 
@@ -22,13 +22,13 @@ def tol(model) -> dict:  # noqa: ANN001
     return FP32_NORMS if adapter_for(model).norm_offset else TIGHT
 
 
-def masked_logits(model, plan: Plan, tokens: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+def masked_logits(model, plan: KeepPlan, tokens: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
     geo = adapter_for(model).geometry(model)
-    with torch.no_grad(), attach(model, plan.masks(geo)):
+    with torch.no_grad(), attach(model, MaskSet.from_plan(plan, geo)):
         return model(tokens).logits
 
 
-def assert_all_sparsities_positive(model, plan: Plan) -> None:  # noqa: ANN001
+def assert_all_sparsities_positive(model, plan: KeepPlan) -> None:  # noqa: ANN001
     geo = adapter_for(model).geometry(model)
     n = len(plan.layers)
     assert plan.d < geo.hidden, "hidden sparsity is zero"
@@ -41,7 +41,7 @@ def assert_all_sparsities_positive(model, plan: Plan) -> None:  # noqa: ANN001
 def test_all_ones_masks_reproduce_the_model(arch: str, variant: str, tokens: torch.Tensor) -> None:
     model = tiny_model(arch, variant)
     geo = adapter_for(model).geometry(model)
-    plan = Plan.from_counts(list(range(geo.n_layers)), geo.hidden, [geo.n_kv] * geo.n_layers, [geo.ffn] * geo.n_layers)
+    plan = KeepPlan.from_counts(list(range(geo.n_layers)), geo.hidden, [geo.n_kv] * geo.n_layers, [geo.ffn] * geo.n_layers)
     with torch.no_grad():
         ref = model(tokens).logits
     assert_close(masked_logits(model, plan, tokens), ref, rtol=0, atol=0)
@@ -78,12 +78,12 @@ def test_zero_sparsity_reproduces_the_original(arch: str, tokens: torch.Tensor) 
             assert_close(result.model(tokens).logits, model(tokens).logits, rtol=0, atol=0)
 
 
-def _plan_with_empty_blocks(model) -> Plan:  # noqa: ANN001
+def _plan_with_empty_blocks(model) -> KeepPlan:  # noqa: ANN001
     """Layer 0 keeps no heads, layer 1 no neurons, layer 2 some of both, layer 3 nothing."""
     geo = adapter_for(model).geometry(model)
     g = torch.Generator().manual_seed(3)
     pick = lambda n, k: torch.randperm(n, generator=g)[:k].sort().values  # noqa: E731
-    return Plan(
+    return KeepPlan(
         layers=[0, 1, 2, 3],
         hidden=pick(geo.hidden, geo.hidden - 5),
         heads=[pick(geo.n_kv, 0), pick(geo.n_kv, 1), pick(geo.n_kv, geo.n_kv - 1), pick(geo.n_kv, 0)],
@@ -107,7 +107,7 @@ def test_cached_generation_matches_full_forward(arch: str) -> None:
     """KV cache with dropped (renumbered) layers and an attention-less layer."""
     model = tiny_model(arch)
     plan = _plan_with_empty_blocks(model)
-    plan = Plan([0, 2], plan.hidden, [plan.heads[0], plan.heads[2]], [plan.neurons[0], plan.neurons[2]])
+    plan = KeepPlan([0, 2], plan.hidden, [plan.heads[0], plan.heads[2]], [plan.neurons[0], plan.neurons[2]])
     small = materialize(model, plan, "global")
     prompt = torch.tensor([[3, 5, 7, 11]])
     with torch.no_grad():
@@ -123,7 +123,7 @@ def test_step_by_step_decoding_knows_its_position_when_layer_0_has_no_heads(arch
     first layer's cache entry reports: an attention-less first layer must still count."""
     model = tiny_model(arch)
     plan = _plan_with_empty_blocks(model)
-    plan = Plan([0, 2], plan.hidden, [plan.heads[0], plan.heads[2]], [plan.neurons[0], plan.neurons[2]])
+    plan = KeepPlan([0, 2], plan.hidden, [plan.heads[0], plan.heads[2]], [plan.neurons[0], plan.neurons[2]])
     small = materialize(model, plan, "global")
     seq = torch.tensor([[3, 5, 7, 11, 13]])
     with torch.no_grad():

@@ -10,7 +10,7 @@ from torch.testing import assert_close
 from capgap.errors import CapgapError
 from capgap.models.arch import adapter_for
 from capgap.models.params import count_params
-from capgap.prune import ParamTable, Plan, attach, materialize, prune
+from capgap.prune import KeepPlan, MaskSet, ParamTable, attach, materialize, prune
 from tests.prune.conftest import tiny_model
 from tests.prune.test_allocate import synthetic_scores
 
@@ -38,8 +38,8 @@ def models(draw):  # noqa: ANN201
     return tiny_model(arch, variant, seed=draw(st.integers(0, 9)), **over)
 
 
-def _masked(model, plan: Plan) -> torch.Tensor:  # noqa: ANN001
-    with torch.no_grad(), attach(model, plan.masks(adapter_for(model).geometry(model))):
+def _masked(model, plan: KeepPlan) -> torch.Tensor:  # noqa: ANN001
+    with torch.no_grad(), attach(model, MaskSet.from_plan(plan, adapter_for(model).geometry(model))):
         return model(TOKENS).logits
 
 
@@ -72,7 +72,7 @@ def test_analytic_count_equals_count_params_for_any_plan(model, data) -> None:  
     def subset(n: int, min_size: int = 0) -> torch.Tensor:
         return torch.tensor(sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=min_size))), dtype=torch.long)
 
-    plan = Plan(layers, subset(geo.hidden, 1), [subset(geo.n_kv) for _ in layers], [subset(geo.ffn) for _ in layers])
+    plan = KeepPlan(layers, subset(geo.hidden, 1), [subset(geo.n_kv) for _ in layers], [subset(geo.ffn) for _ in layers])
     small = materialize(model, plan, "global")
     table = ParamTable.from_model(model, adapter_for(model))
     assert table.count(plan.d, plan.groups, plan.ffn) == count_params(small)

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from capgap.cli import main
 from capgap.errors import CapgapError
+from capgap.evaluate.heldout import EvalConfig
 from capgap.law import fit_points
 from capgap.law.cells import SIZE_UNITS
 from capgap.recipe.minima import (
@@ -29,7 +30,6 @@ from capgap.recipe.minima import (
 from capgap.recipe.mixture import MixtureSource
 from capgap.recipe.sft import SFTConfig, SFTTrain
 from capgap.recipe.shapes import minima_shape
-from capgap.train.pretrain import EvalConfig
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")

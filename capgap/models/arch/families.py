@@ -14,7 +14,7 @@ Traps each family sets for width and depth pruning are written where they are ha
   is sliced with the heads and, while heads are masked, its statistic covers kept heads only.
 * Gemma 2/3 and OLMo 2 are post-norm: the residual write is a norm's output.
 * Gemma scales embeddings by sqrt(hidden) and its RMSNorm by (1 + weight); pruning the
-  hidden width rescales the embedding to keep the product (:mod:`capgap.prune.materialize`).
+  hidden width rescales the embedding to keep the product (:mod:`capgap.models.pruned.shrink`).
 * Phi-3 fuses q/k/v (``qkv_cat`` with GQA) and gate/up (``ffn2``), and splits the fused
   output by the config's head count in forward, so each attention gets its own config.
 * Sliding-window/global layer patterns (``layer_types``) keep each kept layer's own type.

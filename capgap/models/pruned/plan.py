@@ -1,4 +1,4 @@
-"""What a pruned model keeps (:class:`Plan`), as indices into the unpruned model.
+"""What a pruned model keeps (:class:`KeepPlan`), as indices into the unpruned model.
 
 Its size is counted by the registry's :class:`~capgap.models.arch.ParamTable` (analytic,
 from the adapter's axis tables), so allocation searches shapes without building any.
@@ -11,12 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from capgap.models.arch import Geometry
-from capgap.prune.masks import MaskSet
-
 
 @dataclass
-class Plan:
+class KeepPlan:
     """Kept units of a pruned model, as indices into the unpruned model (all ascending)."""
 
     layers: list[int]  # kept layer indices
@@ -39,22 +36,6 @@ class Plan:
     def is_uniform(self) -> bool:
         return len(set(self.groups)) <= 1 and len(set(self.ffn)) <= 1
 
-    def masks(self, geo: Geometry) -> MaskSet:
-        """Hard 0/1 masks equivalent to this plan (dropped layers: λ = 0)."""
-        m = MaskSet.ones(geo)
-        m.heads.zero_()
-        m.neurons.zero_()
-        m.hidden.zero_()[self.hidden] = 1
-        m.layers.zero_()
-        for i, heads, neurons in zip(self.layers, self.heads, self.neurons, strict=True):
-            m.layers[i] = 1
-            m.heads[i, heads] = 1
-            m.neurons[i, neurons] = 1
-        for i in set(range(geo.n_layers)) - set(self.layers):
-            m.heads[i] = 1  # irrelevant under λ = 0; keeps the layer's blocks "alive"
-            m.neurons[i] = 1
-        return m
-
     def to_dict(self) -> dict:
         return {
             "layers": list(self.layers),
@@ -64,7 +45,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Plan:
+    def from_dict(cls, data: dict) -> KeepPlan:
         def t(x: list[int]) -> torch.Tensor:
             return torch.tensor(x, dtype=torch.long)
 
@@ -73,7 +54,7 @@ class Plan:
         )
 
     @classmethod
-    def from_counts(cls, layers: list[int], d: int, groups: list[int], ffn: list[int]) -> Plan:
+    def from_counts(cls, layers: list[int], d: int, groups: list[int], ffn: list[int]) -> KeepPlan:
         """A plan keeping the *first* units: the shape of a plan, used to rebuild saved models."""
         a = functools.partial(torch.arange, dtype=torch.long)
         return cls(list(layers), a(d), [a(g) for g in groups], [a(f) for f in ffn])

@@ -1,23 +1,10 @@
-"""Slice weights into a genuinely smaller model, save it, load it, export it zero-padded.
+"""Slice weights into a genuinely smaller model, or zero-pad it back to a vanilla shape.
 
 Materialising (:func:`materialize`) copies the model *structure* (weights are never copied
-in full), then replaces every parameter by the rows/columns the plan keeps, drops layers,
-and fixes the few attributes transformers derives at construction (adapter). The result is
-the model class you started from, with standard transformers modules, only smaller.
-
-Two output formats (see ``capgap/prune/README.md``):
-
-* ``vanilla`` — a uniform plan is an ordinary HF checkpoint (``save_pretrained``);
-  ``AutoModelForCausalLM.from_pretrained`` loads it anywhere.
-* ``capgap`` — a global plan keeps different head/neuron counts per layer, which no vanilla
-  config expresses. We save ``config.json`` (the vanilla config of the exact zero-padded
-  equivalent below, so AutoConfig/AutoTokenizer can read the folder),
-  ``capgap_model.safetensors`` (the small weights; a different name so vanilla model
-  loaders fail loudly instead of mis-loading) and ``capgap_pruning.json`` (base config,
-  per-layer kept counts and the kept indices in the original numbering).
-  :func:`load_pruned` rebuilds by constructing the *vanilla* base model on the meta device,
-  shrinking it with the same code, and loading the weights — no custom modeling code, no
-  ``trust_remote_code``; the result works with lm-eval's ``HFLM(pretrained=model)``.
+in full), then replaces every parameter by the rows/columns a :class:`KeepPlan` keeps, drops
+layers, and fixes the few attributes transformers derives at construction (adapter). The
+result is the model class you started from, with standard transformers modules, only
+smaller. Saving and loading it is :mod:`capgap.models.pruned.format`.
 
 :func:`export_vanilla` turns any pruned model into an exact vanilla checkpoint by
 zero-padding every layer to the largest kept count (same logits, larger shapes):
@@ -37,24 +24,16 @@ the norms still see the kept statistics:
 from __future__ import annotations
 
 import copy
-import json
 import math
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from capgap.errors import CapgapError
 from capgap.models.arch import Adapter, Geometry, adapter_for, require_unpruned
 from capgap.models.arch.layout import HEAD_KINDS, ceil_div, ffn_index, head_index, kind_size
-from capgap.prune.plan import Plan
-
-PRUNED_FORMAT = "capgap-pruned/1"
-WEIGHTS_NAME = "capgap_model.safetensors"
-META_NAME = "capgap_pruning.json"
+from capgap.models.pruned.plan import KeepPlan
 
 
 class EmptyAttention(nn.Module):
@@ -86,7 +65,7 @@ class EmptyMLP(nn.Module):
         return torch.zeros_like(hidden_states)
 
 
-def _indices(kinds: tuple, plan: Plan, pos: int | None, geo: Geometry) -> dict[str, torch.Tensor]:
+def _indices(kinds: tuple, plan: KeepPlan, pos: int | None, geo: Geometry) -> dict[str, torch.Tensor]:
     idx = {"h": plan.hidden}
     if pos is not None:
         for k in ("ffn", "ffn2"):
@@ -141,7 +120,7 @@ def _structure_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def materialize(model: nn.Module, plan: Plan, allocation: str, inplace: bool = False) -> nn.Module:
+def materialize(model: nn.Module, plan: KeepPlan, allocation: str, inplace: bool = False) -> nn.Module:
     """A physically smaller copy of ``model`` keeping what ``plan`` keeps.
 
     ``allocation`` decides the config written: ``uniform`` plans get a validated vanilla
@@ -169,7 +148,7 @@ def materialize(model: nn.Module, plan: Plan, allocation: str, inplace: bool = F
     return new
 
 
-def _shrink_layers(new: nn.Module, src: dict, plan: Plan, adapter: Adapter, geo: Geometry) -> None:
+def _shrink_layers(new: nn.Module, src: dict, plan: KeepPlan, adapter: Adapter, geo: Geometry) -> None:
     old_layers = adapter.layer_list(new)
     kept = nn.ModuleList([old_layers[i] for i in plan.layers])
     parent, _, leaf = adapter.layers.rpartition(".")
@@ -192,7 +171,7 @@ def _shrink_layers(new: nn.Module, src: dict, plan: Plan, adapter: Adapter, geo:
             setattr(layer, adapter.mlp, EmptyMLP())
 
 
-def _update_config(config: PretrainedConfig, adapter: Adapter, geo: Geometry, plan: Plan, allocation: str) -> None:
+def _update_config(config: PretrainedConfig, adapter: Adapter, geo: Geometry, plan: KeepPlan, allocation: str) -> None:
     """Write the pruned shape into ``config`` in place (submodules hold references to it)."""
     g = max(max(plan.groups, default=1), 1)
     f = max(max(plan.ffn, default=1), 1)
@@ -210,13 +189,6 @@ def _update_config(config: PretrainedConfig, adapter: Adapter, geo: Geometry, pl
 # Building models without allocating (or randomly initialising) full-size weights.
 
 
-def config_from_dict(data: dict) -> PretrainedConfig:
-    model_type = data.get("model_type")
-    if model_type not in CONFIG_MAPPING:
-        raise CapgapError(f"unknown model_type '{model_type}' in saved config")
-    return CONFIG_MAPPING[model_type].from_dict(dict(data))
-
-
 def _init_rotary(model: nn.Module, config: PretrainedConfig) -> None:
     """Recompute rotary buffers (lost by ``to_empty``) from ``config``, as transformers does."""
     for m in model.modules():  # one inv_freq (most families) or one per layer type (Gemma 3)
@@ -229,7 +201,7 @@ def _init_rotary(model: nn.Module, config: PretrainedConfig) -> None:
                 m.config = saved
 
 
-def _fill(model: nn.Module, state: dict[str, torch.Tensor], adapter: Adapter, tied: bool, config: PretrainedConfig) -> None:
+def fill_weights(model: nn.Module, state: dict[str, torch.Tensor], adapter: Adapter, tied: bool, config: PretrainedConfig) -> None:
     """Replace meta weights by ``state`` (strict), restore ties and rotary buffers."""
     model.to_empty(device="cpu")
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
@@ -246,90 +218,11 @@ def _fill(model: nn.Module, state: dict[str, torch.Tensor], adapter: Adapter, ti
     model.eval()
 
 
-def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with shared tensors (tied head) stored once, contiguous."""
-    out, seen = {}, set()
-    for k, v in model.state_dict().items():
-        key = (v.data_ptr(), v.shape, v.dtype) if v.numel() else (k,)
-        if key not in seen:
-            seen.add(key)
-            out[k] = v.detach().contiguous()
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# The capgap format (global plans).
-
-
-def save_capgap_format(model: nn.Module, out: Path) -> None:
-    """Write the capgap format of a pruned ``model`` into the (temporary) folder ``out``."""
-    adapter = adapter_for(model)
-    info = model.capgap_pruning
-    plan = Plan.from_dict(info["plan"])
-    # config.json: the vanilla config of the exact zero-padded equivalent (export_vanilla),
-    # so AutoConfig/AutoTokenizer read the folder; the weights file has another name, so a
-    # vanilla model loader fails loudly instead of mis-loading. Trap: the in-memory config
-    # (true hidden width, per-layer maxima) may fail vanilla validation (hidden % heads).
-    base = config_from_dict(info["base_config"])
-    d_pad, g_pad, f_pad = _padded_shape(adapter, adapter.geometry(base), plan)
-    padded = adapter.vanilla_config(base, d_pad, g_pad, f_pad, plan.layers, eps_scale=plan.d / d_pad)
-    padded.capgap_format = f"{PRUNED_FORMAT}: per-layer shapes, see {META_NAME}; load with capgap.prune.load_pruned"
-    padded.to_json_file(out / "config.json")
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(out)
-    save_file(unique_state_dict(model), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
-    meta = {
-        "format": PRUNED_FORMAT,
-        "allocation": info["allocation"],
-        "model_type": model.config.model_type,
-        "tied_embeddings": is_tied(model, adapter),
-        "plan": info["plan"],
-        "base_config": info["base_config"],
-        "load_with": "capgap.prune.load_pruned(dir)",
-    }
-    (out / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "README.md").write_text(_README)
-
-
-_README = """# capgap pruned model (per-layer shapes)
-
-This model keeps a different number of attention heads / FFN neurons in each layer, which a
-vanilla Hugging Face config cannot express. Load it with
-
-    from capgap.prune import load_pruned
-    model, tokenizer = load_pruned("THIS_DIR")
-
-It is a standard transformers model class with smaller Linear/Conv1D modules (no custom
-code). For lm-evaluation-harness: `HFLM(pretrained=model, tokenizer=tokenizer)`.
-Plain `AutoModelForCausalLM.from_pretrained(THIS_DIR)` cannot load it. For a vanilla
-checkpoint that it can (same logits, every layer zero-padded to the widest):
-`capgap convert pruned THIS_DIR --out DIR` (or `capgap prune ... --export vanilla`).
-`capgap_pruning.json` records the base config and the kept heads/neurons/hidden dims.
-"""
-
-
-def load_capgap_format(path: Path) -> nn.Module:
-    meta = json.loads((path / META_NAME).read_text())
-    if meta.get("format") != PRUNED_FORMAT:
-        raise CapgapError(f"{path / META_NAME} is not a {PRUNED_FORMAT} file")
-    base = config_from_dict(meta["base_config"])
-    plan = Plan.from_dict(meta["plan"])
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(base)
-    adapter = adapter_for(model)
-    tied = is_tied(model, adapter)
-    rotary_config = copy.deepcopy(base)
-    model = materialize(model, Plan.from_counts(plan.layers, plan.d, plan.groups, plan.ffn), meta["allocation"], inplace=True)
-    _fill(model, load_file(str(path / WEIGHTS_NAME)), adapter, tied, rotary_config)
-    model.capgap_pruning = {k: meta[k] for k in ("allocation", "base_config", "plan")}
-    return model
-
-
 # ---------------------------------------------------------------------------------------
 # Exact vanilla export by zero-padding.
 
 
-def _padded_shape(adapter: Adapter, geo: Geometry, plan: Plan) -> tuple[int, int, int]:
+def padded_shape(adapter: Adapter, geo: Geometry, plan: KeepPlan) -> tuple[int, int, int]:
     """(hidden, KV groups, FFN) of the smallest vanilla config holding every layer."""
     d = plan.d
     g = max(max(plan.groups, default=0), 1)
@@ -379,11 +272,11 @@ def _pad(t: torch.Tensor, kinds: tuple, geo: Geometry, src_gf: tuple[int, int], 
     return t
 
 
-def export_vanilla(model: nn.Module, plan: Plan, base_config: PretrainedConfig) -> nn.Module:
+def export_vanilla(model: nn.Module, plan: KeepPlan, base_config: PretrainedConfig) -> nn.Module:
     """An exact vanilla model (same logits) holding a pruned ``model`` zero-padded per layer."""
     adapter = adapter_for(base_config)
     geo = adapter.geometry(base_config)
-    d_pad, g_pad, f_pad = _padded_shape(adapter, geo, plan)
+    d_pad, g_pad, f_pad = padded_shape(adapter, geo, plan)
     why = _export_error(adapter, plan, d_pad, g_pad)
     if why:
         raise CapgapError(why)
@@ -400,13 +293,13 @@ def export_vanilla(model: nn.Module, plan: Plan, base_config: PretrainedConfig) 
             state[name] = _pad(src[name].detach(), kinds, geo, gf, (d_pad, g_pad, f_pad), plan.d, adapter)
         else:  # a sub-block the pruned layer does not have: contributes nothing
             state[name] = torch.zeros(p.shape, dtype=next(iter(src.values())).dtype)
-    _fill(out, state, adapter, tied, config)
+    fill_weights(out, state, adapter, tied, config)
     if adapter.embed_scaled:
         _rescale_embeddings(out, adapter, plan.d, d_pad, tied)
     return out
 
 
-def _export_error(adapter: Adapter, plan: Plan, d_pad: int, g_pad: int) -> str | None:
+def _export_error(adapter: Adapter, plan: KeepPlan, d_pad: int, g_pad: int) -> str | None:
     """Why zero-padding this plan would not be exact for ``adapter`` (None if it is)."""
     if adapter.head_norms and any(g != g_pad for g in plan.groups):
         return (f"{adapter.name} normalises q/k over all heads of a layer, so zero-padded heads would "
@@ -435,7 +328,7 @@ def _rescale_embeddings(model: nn.Module, adapter: Adapter, d_from: int, d_to: i
         emb.embed_scale.fill_(d_to**0.5)
 
 
-def _kinds_of(name: str, adapter: Adapter, plan: Plan) -> tuple[tuple, tuple[int, int]]:
+def _kinds_of(name: str, adapter: Adapter, plan: KeepPlan) -> tuple[tuple, tuple[int, int]]:
     if name in adapter.top_params:
         return adapter.top_params[name], (0, 0)
     idx, rel = name[len(adapter.layers) + 1 :].split(".", 1)
