@@ -1,4 +1,4 @@
-"""capgap study: several sweeps sharing their teachers, thin over :func:`capgap.sweep.run_study`."""
+"""capgap study: several sweeps sharing their teachers, thin over :func:`capgap.study.run_study`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ HELP = ("run a study: named sweeps (budgets, seeds, controls, architectures, obj
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, "study")
-    p.add_argument("--out", type=Path, default=Path("results/study"),
-                   help="study folder (default: results/study); one sweep folder per part")
+    p.add_argument("--out", type=Path, default=Path("runs/study"),
+                   help="study folder (default: runs/study); one sweep folder per part")
     p.add_argument("--only", action="append", metavar="PART",
                    help="run only this part (repeatable); default: all, in config order")
     p.add_argument("--workers", type=int, default=None,
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from capgap.cli.common import load_stage_config
     from capgap.law.bracket import common_text, ratio_text
-    from capgap.sweep.study import StudyConfig, report_study, run_study
+    from capgap.study import StudyConfig, report_study, run_study
 
     cfg = load_stage_config(StudyConfig, "study", args, default_preset="study")
     if args.no_progress:  # also silences the training bars of teachers and worker processes

@@ -6,14 +6,13 @@ evaluated, with its no-teacher baseline, recorded in ``results.sqlite``.
 
 Modules: ``config`` (the YAML), ``grid`` (cells and their keys), ``students`` (shared work:
 teachers, scores, pruned students), ``cell`` (one cell in a worker), ``backends`` (local
-processes or Ray), ``store`` (SQLite), ``runner`` (the driver), ``study`` (several sweeps
-sharing their teachers: ``run_study``).
+processes or Ray), ``runner`` (the driver). The rows live in :mod:`capgap.results.store`;
+several sweeps sharing their teachers are a study (:mod:`capgap.study`).
 """
 
 from capgap.results.store import COLUMNS, read_rows
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.runner import SweepSummary, fit_sweep_law, load_law, run_sweep
-from capgap.sweep.study import StudyConfig, run_study
 
 __all__ = ["COLUMNS", "SweepConfig", "SweepSummary", "fit_sweep_law", "load_law", "read_rows",
-           "run_study", "run_sweep", "StudyConfig"]
+           "run_sweep"]

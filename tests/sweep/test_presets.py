@@ -52,7 +52,7 @@ def test_the_study_preset_asks_every_question_of_the_study():
     >= 2M with >= 3 seeds at the largest (pooled over parts); baselines; the same-init control
     and scratch students at the largest budget; GPT-2; reverse KL and JSD with baselines at
     their budget."""
-    from capgap.sweep.study import StudyConfig
+    from capgap.study.runner import StudyConfig
 
     study = config.load(StudyConfig, preset_path("study", "study"))
     parts = {name: study.sweep(name) for name in study.parts}
@@ -83,7 +83,7 @@ def test_the_4m_extension_uses_the_study_teachers_and_settings():
     """study-4m reads the study's pretrained teachers by folder: a change to the study's
     family must move these paths too, and every setting but the budget must stay the study's
     so its losses compare with the study's 2M cells."""
-    from capgap.sweep.study import StudyConfig, family_key
+    from capgap.study.runner import StudyConfig, family_key
 
     study = config.load(StudyConfig, preset_path("study", "study"))
     largest = study.sweep("largest")

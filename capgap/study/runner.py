@@ -18,6 +18,9 @@ fitted in total and in non-embedding parameters (``law.json``, ``law_non_embeddi
 needs several parts at once (how the optimum moves with the budget, the same-init control;
 :mod:`capgap.report.synthesis`). Re-running skips finished cells; ``--only PART`` runs one
 part; ``--report`` (:func:`report_study`) rebuilds every view from the data without training.
+
+A study sits above the sweep, the law and the report: it runs sweeps, fits their laws and
+renders their views, and none of those imports it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,40 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
+from capgap.law.optimum import shared_seeds_by
+from capgap.report import build_report
+from capgap.report.findings import findings, hypotheses, law_summary
+from capgap.report.study import (
+    ALLOCATION_IMAGE,
+    BUDGET_IMAGE,
+    CONTROL_IMAGE,
+    OBJECTIVES_IMAGE,
+    PENALTY_IMAGE,
+    SCRATCH_IMAGE,
+    index_html,
+    summary_markdown,
+)
+from capgap.report.synthesis import (
+    budget_figure,
+    control_figure,
+    objectives_figure,
+    penalty_figure,
+    pooled_rows,
+    synthesis,
+    tag_rows,
+)
+from capgap.report.tables import busy_seconds, compute_rows, left_seconds, status_counts
+from capgap.results.store import DB_NAME, read_rows
 from capgap.sweep.config import SweepConfig
+from capgap.sweep.runner import (
+    LAW_NAME,
+    all_settings,
+    fit_rows,
+    fit_setting,
+    fit_sweep_law,
+    primary_where,
+    run_sweep,
+)
 
 STUDY_RECORD = "study.json"
 NE_LAW = "law_non_embedding.json"
@@ -44,12 +80,10 @@ SUMMARY = "summary.md"
 @dataclass
 class StudyConfig:
     """``capgap study``: a base sweep and the parts that overlay it."""
-
     base: dict[str, Any] = field(default_factory=dict)
     """A sweep config (the ``capgap sweep`` YAML) shared by every part."""
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Part name -> keys laid over ``base`` (nested sections merge key by key)."""
-
     def validate(self) -> None:
         if not self.parts:
             raise CapgapError("parts: give at least one part (name: {overrides})")
@@ -75,8 +109,6 @@ class StudyConfig:
 def run_study(cfg: StudyConfig, out: str | Path, *, only: list[str] | None = None,
               workers: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the parts of ``cfg`` in order into ``out``; return ``study.json``."""
-    from capgap.sweep.runner import run_sweep
-
     cfg = cfgmod.checked(cfg)
     out = Path(out)
     names = list(cfg.parts) if not only else only
@@ -106,9 +138,6 @@ def report_study(cfg: StudyConfig, out: str | Path) -> dict[str, Any]:
     """Refit and re-report every part that has a database, running nothing: the laws,
     findings and reports of parts still in progress (or being run by another process, whose
     databases are read read-only), then ``study.json``, ``index.html`` and ``summary.md``."""
-    from capgap.results.store import DB_NAME
-    from capgap.sweep.runner import fit_sweep_law
-
     out = Path(out)
     if not out.is_dir():
         raise CapgapError(f"{out}: no study folder (run `capgap study --out {out}` first)")
@@ -126,8 +155,6 @@ def report_study(cfg: StudyConfig, out: str | Path) -> dict[str, Any]:
 
 def _finish_part(sweep: SweepConfig, part_dir: Path) -> None:
     """What a part adds to its sweep's own law: the non-embedding fit, findings, report."""
-    from capgap.report import build_report
-
     _fit_non_embedding(sweep, part_dir)
     _write_findings(sweep, part_dir)
     build_report(part_dir)
@@ -135,24 +162,6 @@ def _finish_part(sweep: SweepConfig, part_dir: Path) -> None:
 
 def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, Any]:
     """Summarise the parts, add the cross-part synthesis, write the study's views."""
-    from capgap.report.study import (
-        ALLOCATION_IMAGE,
-        BUDGET_IMAGE,
-        CONTROL_IMAGE,
-        OBJECTIVES_IMAGE,
-        PENALTY_IMAGE,
-        SCRATCH_IMAGE,
-        index_html,
-        summary_markdown,
-    )
-    from capgap.report.synthesis import (
-        budget_figure,
-        control_figure,
-        objectives_figure,
-        penalty_figure,
-    )
-    from capgap.results.store import DB_NAME, read_rows
-
     rows = {name: read_rows(out / name) for name in record["parts"]
             if (out / name / DB_NAME).is_file()}  # each part's database read once
     record = _summarise(record, rows, out)
@@ -178,8 +187,6 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
 
 def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[dict[str, Any]]],
                out: Path) -> dict[str, Any]:
-    from capgap.report.synthesis import synthesis, tag_rows
-
     families = _family_names(cfg)
     rows: list[dict[str, Any]] = []
     for name, mine in part_rows.items():
@@ -202,10 +209,6 @@ def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boo
     non-embedding parameters, and H1-H3 answered on the same cells (paired with baselines
     from any part). Each law is written to ``OUT/laws/``; study.json keeps its headline and
     the hypotheses' verdicts, and the findings in full (total parameters)."""
-    from capgap.report.findings import findings, hypotheses, law_summary
-    from capgap.report.synthesis import pooled_rows
-    from capgap.sweep.runner import fit_rows
-
     laws, found = [], []
     for key in sorted({(g["family"], g["objective"], g["allocation"], g["tokens"])
                        for g in groups}):
@@ -234,8 +237,6 @@ def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boo
 
 def _seeds_used(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
     """Per student size, the seeds its teachers are compared on (those they all have)."""
-    from capgap.law.optimum import shared_seeds_by
-
     sizes = shared_seeds_by(rows, lambda r: r["student_target"], lambda r: r["teacher_params"],
                             lambda r: r["seed"])
     return {str(int(size)): sorted({r["seed"] for r in cells})
@@ -291,18 +292,12 @@ def _share_teachers(sweep: SweepConfig, out: Path, part_dir: Path) -> None:
 def _fit_non_embedding(sweep: SweepConfig, part_dir: Path) -> None:
     """The part's primary law again, in non-embedding parameters (embeddings dominate micro
     models, so the two units can disagree)."""
-    from capgap.sweep.runner import fit_setting, primary_where
-
     write_json(part_dir / NE_LAW,
                fit_setting(sweep, part_dir, primary_where(sweep), size="non_embedding"))
 
 
 def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
     """H1-H3 and the law for every setting of the part (``findings.json``)."""
-    from capgap.report.findings import findings
-    from capgap.results.store import read_rows
-    from capgap.sweep.runner import LAW_NAME, all_settings, primary_where
-
     rows = read_rows(part_dir)
     settings = all_settings(sweep)
     out = []
@@ -317,9 +312,6 @@ def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
 
 def _summarise(record: dict[str, Any], part_rows: dict[str, list[dict[str, Any]]],
                out: Path) -> dict[str, Any]:
-    from capgap.report.findings import hypotheses, law_summary
-    from capgap.report.tables import busy_seconds, compute_rows, left_seconds, status_counts
-
     every = [r for rows in part_rows.values() for r in rows]  # prices for unfinished cells
     for name, entry in record["parts"].items():
         part = out / name

@@ -11,8 +11,8 @@ import yaml
 from capgap import config
 from capgap.cli import main
 from capgap.errors import CapgapError
-from capgap.sweep import read_rows
-from capgap.sweep.study import StudyConfig, family_key, run_study
+from capgap.results.store import read_rows
+from capgap.study import StudyConfig, family_key, run_study
 
 pytestmark = pytest.mark.slow
 
@@ -108,8 +108,18 @@ def test_bad_parts_are_refused_before_anything_runs(sweep_root, tmp_path, capsys
     assert "no study folder" in capsys.readouterr().err
 
 
+def test_default_folder_is_under_runs_not_the_tracked_results(sweep_root, tmp_path,
+                                                              monkeypatch, capsys):
+    base = yaml.safe_load((sweep_root / "sweep.yaml").read_text())
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": base, "parts": {"a": {}}}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "--config", str(path), "--report"]) == 2
+    assert "runs/study: no study folder" in capsys.readouterr().err
+
+
 def test_parts_pool_a_family_only_when_they_share_its_teachers(sweep_root):
-    from capgap.sweep.study import _family_names
+    from capgap.study.runner import _family_names
 
     base = yaml.safe_load((sweep_root / "sweep.yaml").read_text())
     longer = {"teachers": {"pretrain": {"train": {"tokens": 16384}}}}
@@ -134,7 +144,7 @@ def test_list_names_every_part_and_its_grid_without_running(sweep_root, tmp_path
 
 
 def test_seeds_used_are_those_every_teacher_of_a_size_has():
-    from capgap.sweep.study import _seeds_used
+    from capgap.study.runner import _seeds_used
 
     def r(size: int, t: int, seed: int) -> dict:
         return {"student_target": size, "teacher_params": t, "seed": seed}
