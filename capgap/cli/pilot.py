@@ -25,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capgap.report import build_report, summary_table
-    from capgap.report.tables import TEACHER_COLUMNS, teacher_rows
+    from capgap.report.tables import TEACHER_COLUMNS
     from capgap.report.text import table
+    from capgap.results.accounting import teacher_rows
     from capgap.sweep import SweepConfig, run_sweep
 
     cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 
 from capgap.law.optimum import SizeCurve
-
-SIGNAL = 3.0
-PAPER_RATIO = 2.5  # Zhang et al. 2023: T* ≈ 2.5·S in total parameters
+from capgap.results.defaults import SIGNAL
+from capgap.results.optimum import seed_noise
 
 
 def size_bracket(curve: SizeCurve, sign: float, tie_floor: float = 0.0,
@@ -33,8 +32,7 @@ def size_bracket(curve: SizeCurve, sign: float, tie_floor: float = 0.0,
     """The bracket of one size: its tied best teachers and the open interval (lo, hi) that
     holds its optimum, in parameters and as T/S (``hi`` None when unbounded)."""
     means = sign * curve.means
-    sds = [sd for sd in curve.sds if sd is not None]
-    noise = max([*sds, tie_floor])
+    noise = seed_noise(curve.sds, tie_floor).value
     best = float(means.min())
     tied = np.flatnonzero(means <= best + signal * noise)
     first, last = int(tied.min()), int(tied.max())

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from capgap.errors import CapgapError
+from capgap.results.store import DB_NAME, read_cells_table
 
 SIZE_UNITS = {"total": "total parameters", "non_embedding": "non-embedding parameters"}
 DEFAULT_METRICS = ("metric", "val_loss")
@@ -110,9 +110,9 @@ def read_table(source: str | Path | Iterable[Mapping[str, Any]]) -> Table:
         return Table("<list>", "list", columns, rows, [f"item {i}" for i in range(len(rows))])
     path = Path(source)
     if path.is_dir():
-        path = path / "results.sqlite"
+        path = path / DB_NAME
         if not path.is_file():
-            raise CapgapError(f"{source}: a sweep folder must contain results.sqlite")
+            raise CapgapError(f"{source}: a sweep folder must contain {DB_NAME}")
     elif not path.is_file():
         raise CapgapError(f"{source}: no such file or folder")
     suffix = path.suffix.lower()
@@ -164,21 +164,9 @@ def _read_json(path: Path) -> Table:
 
 
 def _read_sqlite(path: Path) -> Table:
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as e:
-        raise CapgapError(f"{path}: cannot open ({e})") from None
-    try:
-        con.row_factory = sqlite3.Row
-        cur = con.execute("SELECT rowid AS _rowid_, * FROM cells")
-        columns = [d[0] for d in cur.description if d[0] != "_rowid_"]
-        raw = cur.fetchall()
-    except sqlite3.Error as e:
-        raise CapgapError(f"{path}: no readable 'cells' table ({e})") from None
-    finally:
-        con.close()
-    rows = [{c: r[c] for c in columns} for r in raw]
-    origins = [f"{path.name} cells rowid {r['_rowid_']}" for r in raw]
+    columns, raw = read_cells_table(path)
+    rows = [row for _, row in raw]
+    origins = [f"{path.name} cells rowid {rowid}" for rowid, _ in raw]
     return Table(str(path), "sqlite", columns, rows, origins)
 
 

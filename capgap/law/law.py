@@ -24,7 +24,7 @@ from capgap.law.bootstrap import (
     resolve_method,
     seed_replicates,
 )
-from capgap.law.bracket import PAPER_RATIO, ratio_bracket
+from capgap.law.bracket import ratio_bracket
 from capgap.law.cells import (
     SIZE_TOLERANCE,
     SIZE_UNITS,
@@ -49,7 +49,7 @@ from capgap.law.optimum import (
     find_optimum,
 )
 from capgap.law.units import AS_GIVEN
-from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR
+from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR, PAPER_RATIO
 
 MIN_SIZES = 3
 R2_DEFINITION = ("1 - SS_res/SS_tot with SS_tot centred on the mean T*, for both fits "

@@ -11,9 +11,9 @@ Two estimates, reported side by side:
 An argmin at the smallest or largest teacher is **censored**: the true optimum may lie
 beyond the range, so the size is left out of the fit.
 
-Teachers are compared on the seeds they all have (:func:`shared_seeds`): while a sweep is
-still filling in seeds, a teacher with an extra seed would otherwise be judged on a
-different sample of data orders than its neighbours.
+Teachers are compared on the seeds they all have. Those rules (shared seeds, ties,
+censoring) are the results layer's (:mod:`capgap.results.optimum`), which the report and a
+study's synthesis apply too.
 
 Everything works on batches of curves (rows = bootstrap replicates) so the point estimate
 and the bootstrap share one code path.
@@ -21,32 +21,15 @@ and the bootstrap share one code path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 
 from capgap.errors import CapgapError
 from capgap.law.cells import Cell
+from capgap.results.optimum import argmin_index, censored_edge, shared_seeds
 
 OPTIMA = ("argmin", "quadratic")
-
-T = TypeVar("T")
-
-
-def shared_seeds(items: list[T], teacher: Callable[[T], Hashable],
-                 seed: Callable[[T], Hashable | None]) -> list[T]:
-    """``items`` restricted to the seeds every teacher has; all of them when some seed is
-    unknown or no seed is shared (nothing to balance on)."""
-    by_teacher: dict[Hashable, set[Hashable]] = {}
-    for it in items:
-        s = seed(it)
-        if s is None:
-            return list(items)
-        by_teacher.setdefault(teacher(it), set()).add(s)
-    shared = set.intersection(*by_teacher.values()) if by_teacher else set()
-    return [it for it in items if seed(it) in shared] if shared else list(items)
 
 
 @dataclass
@@ -85,16 +68,6 @@ class Optimum:
     @property
     def censored(self) -> bool:
         return self.censored_edge is not None
-
-
-def shared_seeds_by(items: list[T], group: Callable[[T], Hashable],
-                    teacher: Callable[[T], Hashable],
-                    seed: Callable[[T], Hashable | None]) -> dict[Hashable, list[T]]:
-    """``items`` per ``group`` (a student size), each restricted by :func:`shared_seeds`."""
-    groups: dict[Hashable, list[T]] = {}
-    for it in items:
-        groups.setdefault(group(it), []).append(it)
-    return {g: shared_seeds(v, teacher, seed) for g, v in groups.items()}
 
 
 def build_curve(cells: list[Cell]) -> SizeCurve:
@@ -143,16 +116,10 @@ def find_optimum(curve: SizeCurve, sign: float) -> Optimum:
     """Point estimate for one size; ``sign`` is +1 when lower is better, -1 otherwise."""
     means = sign * curve.means[None, :]  # (1, J)
     j = int(argmin_index(means)[0])
-    last = curve.teachers.size - 1
-    edge = "both" if last == 0 else "low" if j == 0 else "high" if j == last else None
+    edge = censored_edge(j, curve.teachers.size)
     vertex, note = quadratic_vertex(curve.teachers, means)
     cont = None if np.isnan(vertex[0]) else float(vertex[0])
     return Optimum(float(curve.teachers[j]), cont, None if cont is not None else note, edge)
-
-
-def argmin_index(loss: np.ndarray) -> np.ndarray:
-    """Index of the best (lowest) column per row of ``loss`` (B, J); ties -> smaller teacher."""
-    return np.argmin(loss, axis=1)
 
 
 def quadratic_vertex(teachers: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, str]:

@@ -25,8 +25,9 @@ import numpy as np
 
 from capgap.errors import CapgapError
 from capgap.law.bootstrap import percentile_ci
-from capgap.law.bracket import PAPER_RATIO, common_text
+from capgap.law.bracket import common_text
 from capgap.law.units import AS_GIVEN, format_size
+from capgap.results.defaults import PAPER_RATIO
 
 _REQUIRED = ("status", "slope", "intercept", "ratio", "ratio_ci", "size_range", "size_unit")
 

@@ -16,16 +16,11 @@ from typing import Any
 
 from capgap.io import atomic_path, write_text
 from capgap.law.bracket import bracket_text
-from capgap.report.tables import (
-    COLUMNS,
-    COMPUTE_COLUMNS,
-    TEACHER_COLUMNS,
-    compute_rows,
-    paired_rows,
-    status_counts,
-    teacher_rows,
-)
+from capgap.report.tables import COLUMNS, COMPUTE_COLUMNS, TEACHER_COLUMNS, paired_table
 from capgap.report.text import table
+from capgap.results.accounting import compute_rows, status_counts, teacher_rows
+from capgap.results.pairing import paired_rows
+from capgap.results.rows import CellRow
 from capgap.results.store import NAMES as STORE_COLUMNS
 from capgap.results.store import read_rows
 
@@ -51,7 +46,7 @@ def build_report(sweep_dir: str | Path) -> Path:
     return out / "index.html"
 
 
-def write_cells_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def write_cells_csv(rows: list[CellRow], path: Path) -> None:
     """Every cell of the sweep database as CSV, for pandas, a spreadsheet or a git diff: the
     ``cells`` columns (``capgap.results.store.COLUMNS``) without the machine's run paths, one
     row per cell in key order."""
@@ -62,12 +57,12 @@ def write_cells_csv(rows: list[dict[str, Any]], path: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=names, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: r["key"]))
+    writer.writerows(sorted((r.columns() for r in rows), key=lambda r: r["key"]))
     write_text(path, buf.getvalue())
 
 
-def _targets(rows: list[dict[str, Any]]) -> list[int]:
-    return sorted({r["student_target"] for r in rows if r["status"] == "done"})
+def _targets(rows: list[CellRow]) -> list[int]:
+    return sorted({r.student_target for r in rows if r.status == "done"})
 
 
 def _law(sweep_dir: Path) -> dict[str, Any] | None:
@@ -82,14 +77,14 @@ def _law_figure(law: dict[str, Any], out: Path) -> tuple[str, str]:
     return path.name, "The law: best teacher T* against student size S (fit when there is one)"
 
 
-def curve_figure(rows: list[dict[str, Any]], target: int, out: Path) -> tuple[str, str] | None:
+def curve_figure(rows: list[CellRow], target: int, out: Path) -> tuple[str, str] | None:
     """Val loss vs teacher params for one student size; None when it has no finished rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mine = [r for r in rows if r["student_target"] == target and r["status"] == "done"]
+    mine = [r for r in rows if r.student_target == target and r.status == "done"]
     if not mine:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -105,7 +100,7 @@ def curve_figure(rows: list[dict[str, Any]], target: int, out: Path) -> tuple[st
     return name, f"Student {target / 1e6:.3g}M: distilled (solid) and no-teacher baseline (dashed)"
 
 
-def gain_figure(rows: list[dict[str, Any]], out: Path) -> tuple[str, str] | None:
+def gain_figure(rows: list[CellRow], out: Path) -> tuple[str, str] | None:
     """Distillation gain (baseline loss - distilled loss, mean over seeds) against the
     teacher/student ratio, one line per student size; None without paired cells."""
     import matplotlib
@@ -113,14 +108,15 @@ def gain_figure(rows: list[dict[str, Any]], out: Path) -> tuple[str, str] | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paired = [r for r in paired_rows(rows) if r["gain"] is not None]
+    paired = [p for p in paired_rows(rows) if p.gain is not None]
     if not paired:
         return None
     groups: dict[tuple, dict[float, list[float]]] = {}
-    for r in paired:
-        key = (r["student_target"], r["objective"], r["allocation"], r["init"], r["tokens"])
-        groups.setdefault(key, {}).setdefault(r["teacher_params"] / r["student_target"],
-                                              []).append(r["gain"])
+    for p in paired:
+        r = p.row
+        key = (r.student_target, r.objective, r.allocation, r.init, r.tokens)
+        groups.setdefault(key, {}).setdefault(r.teacher_params / r.student_target,
+                                              []).append(p.gain)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for (target, obj, alloc, init, tokens), by_ratio in sorted(groups.items(), key=str):
         xs = sorted(by_ratio)
@@ -158,22 +154,22 @@ def save_figure(fig: Any, ax: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def _series(rows: list[dict[str, Any]]) -> Iterable[tuple[str, list[tuple[float, float]], bool]]:
+def _series(rows: list[CellRow]) -> Iterable[tuple[str, list[tuple[float, float]], bool]]:
     """One line per setting: points are (teacher params, mean loss over seeds)."""
     groups: dict[tuple, dict[int, list[float]]] = {}
     for r in rows:
-        key = (r["objective"], r["allocation"], r["init"], r["tokens"], r["alpha"] >= 1)
-        groups.setdefault(key, {}).setdefault(r["teacher_params"], []).append(r["val_loss"])
+        key = (r.objective, r.allocation, r.init, r.tokens, not r.distilled)
+        groups.setdefault(key, {}).setdefault(r.teacher_params, []).append(r.val_loss)
     for (obj, alloc, init, tokens, baseline), by_t in sorted(groups.items(), key=str):
         pts = [(t, sum(v) / len(v)) for t, v in sorted(by_t.items())]
         name = "baseline (alpha=1)" if baseline else obj
         yield f"{name}, {alloc}, {init}, {tokens:,} tok", pts, baseline
 
 
-def _page(sweep_dir: Path, rows: list[dict[str, Any]], figures: list[tuple[str, str]],
+def _page(sweep_dir: Path, rows: list[CellRow], figures: list[tuple[str, str]],
           law: dict[str, Any] | None) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(status_counts(rows).items()))
-    paired = paired_rows(rows)
+    paired = paired_table(paired_rows(rows))
     body = [f"<h1>capgap sweep: {html.escape(str(sweep_dir))}</h1>",
             f"<p>cells: {html.escape(counts or 'none')} (all of them: "
             f"<a href='{CELLS_CSV}'>{CELLS_CSV}</a>)</p>", _law_html(law)]
@@ -192,10 +188,10 @@ def _page(sweep_dir: Path, rows: list[dict[str, Any]], figures: list[tuple[str, 
                 "(parallel workers overlap).</p>")
     body.append(f"<pre>{html.escape(table(compute_rows(sweep_dir, rows), COMPUTE_COLUMNS))}"
                 "</pre>")
-    failed = [r for r in rows if r["status"] == "failed"]
+    failed = [r for r in rows if r.status == "failed"]
     if failed:
         body.append("<h2>Failed cells</h2><pre>" + html.escape("\n".join(
-            f"{r['key']}: {r['error']}" for r in failed)) + "</pre>")
+            f"{r.key}: {r.error}" for r in failed)) + "</pre>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
              "img{max-width:100%}pre{font-size:12px;overflow-x:auto}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>capgap sweep</title>"

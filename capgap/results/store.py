@@ -16,46 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from capgap.errors import CapgapError
+from capgap.results.rows import COLUMNS, CellRow
 
 DB_NAME = "results.sqlite"
 STATUSES = ("pending", "running", "done", "failed")
 
-# (column, SQL type, meaning) — the schema is documented where it is defined.
-COLUMNS: list[tuple[str, str, str]] = [
-    ("key", "TEXT PRIMARY KEY", "hash of the resolved cell config; cells/<key>/ is its run"),
-    ("status", "TEXT NOT NULL", "pending | running | done | failed"),
-    ("teacher", "TEXT", "teacher name (family size or folder name)"),
-    ("teacher_params", "INTEGER", "teacher total parameters"),
-    ("teacher_params_ne", "INTEGER", "teacher non-embedding parameters"),
-    ("student_target", "INTEGER", "requested student size (total params); the size group"),
-    ("student_params", "INTEGER", "student total parameters after pruning"),
-    ("student_params_ne", "INTEGER", "student non-embedding parameters"),
-    ("sparsity", "REAL", "1 - student_params / params of the teacher it was pruned from"),
-    ("objective", "TEXT", "divergence name, or 'ce' for the alpha = 1 baseline"),
-    ("alpha", "REAL", "weight of CE on labels (1 = no teacher)"),
-    ("allocation", "TEXT", "global | uniform pruning allocation"),
-    ("init", "TEXT", "pruned | scratch student initialisation"),
-    ("tokens", "INTEGER", "distillation token budget"),
-    ("seed", "INTEGER", "training seed (data order; init for scratch students)"),
-    ("val_loss", "REAL", "held-out loss (nats/token) of the trained student"),
-    ("val_ppl", "REAL", "held-out perplexity"),
-    ("val_bpb", "REAL", "held-out bits per byte (tokenizer-independent)"),
-    ("tokens_per_s", "REAL", "training throughput"),
-    ("prune_s", "REAL", "seconds to make the student (shared by the cells using it)"),
-    ("distill_s", "REAL", "seconds of this cell's training + evaluation"),
-    ("teacher_path", "TEXT", "teacher model folder or hub name"),
-    ("student_path", "TEXT", "student init folder (students/...)"),
-    ("cell_dir", "TEXT", "the cell's distill run folder"),
-    ("model_dir", "TEXT", "the trained student's model folder"),
-    ("error", "TEXT", "last error of a failed cell"),
-    ("attempts", "INTEGER", "times the cell was started"),
-    ("updated", "TEXT", "last status change (local time)"),
-    ("pruned_from", "TEXT", "teacher the student was cut from (its own, or the same-init "
-                            "control's students.prune_from)"),
-]
 ADDED = {"pruned_from"}  # columns newer than the first schema: added to older databases
 NAMES = [c for c, _, _ in COLUMNS]
-ORDER = " ORDER BY student_target, teacher_params, objective, allocation, init, tokens, seed"
+ORDER_BY = ("student_target", "teacher_params", "objective", "allocation", "init", "tokens", "seed")
+ORDER = " ORDER BY " + ", ".join(ORDER_BY)
 
 
 class Store:
@@ -119,11 +88,6 @@ class Store:
         row = self._con.execute("SELECT * FROM cells WHERE key=?", (key,)).fetchone()
         return dict(row) if row is not None else None
 
-    def rows(self, status: str | None = None) -> list[dict[str, Any]]:
-        """All rows (or those with ``status``), in a stable order."""
-        sql = "SELECT * FROM cells" + (" WHERE status=?" if status else "") + ORDER
-        return [dict(r) for r in self._con.execute(sql, (status,) if status else ())]
-
     def _update(self, con: sqlite3.Connection, key: str, fields: Mapping[str, Any]) -> None:
         fields = {k: v for k, v in fields.items() if k in NAMES and k != "key"}
         if not fields:
@@ -132,27 +96,51 @@ class Store:
         con.execute(f"UPDATE cells SET {sets} WHERE key=?", (*fields.values(), _now(), key))
 
 
-def read_rows(sweep_dir: str | Path, status: str | None = None) -> list[dict[str, Any]]:
-    """Rows of a sweep folder's ``results.sqlite``, through a read-only connection: a
-    report or a ``law fit`` may run while the driver writes, and never writes itself."""
-    path = Path(sweep_dir) / DB_NAME
-    if not path.is_file():
-        raise CapgapError(f"{sweep_dir}: no {DB_NAME} (not a sweep folder, or nothing ran yet)")
+def database(source: str | Path) -> Path:
+    """The ``results.sqlite`` of a sweep folder, or ``source`` itself when it is that file."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if not (path / DB_NAME).is_file():
+        raise CapgapError(f"{source}: no {DB_NAME} (not a sweep folder, or nothing ran yet)")
+    return path / DB_NAME
+
+
+def read_cells_table(path: Path, status: str | None = None
+               ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """The columns and (rowid, row) pairs of the ``cells`` table of the database ``path``,
+    whatever its columns, through a read-only connection (a report or a ``law fit`` may run
+    while the driver writes, and never writes itself); in the sweep's order when the table
+    has its columns, else in insertion order. The one reader of sweep databases."""
     try:
         con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as e:
         raise CapgapError(f"{path}: cannot open ({e})") from None
     con.row_factory = sqlite3.Row
     try:
-        have = {r[1] for r in con.execute("PRAGMA table_info(cells)")}
-        if not set(NAMES) - ADDED <= have:
-            raise CapgapError(f"{path}: no capgap 'cells' table (not a capgap sweep)")
-        sql = "SELECT * FROM cells" + (" WHERE status=?" if status else "") + ORDER
-        return [dict(r) for r in con.execute(sql, (status,) if status else ())]
+        have = [r[1] for r in con.execute("PRAGMA table_info(cells)")]
+        if not have:
+            raise CapgapError(f"{path}: no readable 'cells' table (not a capgap sweep)")
+        order = ORDER if set(ORDER_BY) <= set(have) else " ORDER BY rowid"
+        sql = ("SELECT rowid AS _rowid_, * FROM cells" + (" WHERE status=?" if status else "")
+               + order)
+        rows = [(r["_rowid_"], {c: r[c] for c in have})
+                for r in con.execute(sql, (status,) if status else ())]
     except sqlite3.Error as e:
         raise CapgapError(f"{path}: cannot read ({e})") from None
     finally:
         con.close()
+    return have, rows
+
+
+def read_rows(source: str | Path, status: str | None = None) -> list[CellRow]:
+    """The typed rows of a sweep folder (or its ``results.sqlite``), optionally only those
+    with ``status``; a database without capgap's columns is refused."""
+    path = database(source)
+    have, rows = read_cells_table(path, status)
+    if not set(NAMES) - ADDED <= set(have):
+        raise CapgapError(f"{path}: no capgap 'cells' table (not a capgap sweep)")
+    return [CellRow.from_mapping(row) for _, row in rows]
 
 
 def _now() -> str:

@@ -36,9 +36,7 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
-from capgap.law.optimum import shared_seeds_by
 from capgap.report import build_report
-from capgap.report.findings import findings, hypotheses, law_summary
 from capgap.report.study import (
     ALLOCATION_IMAGE,
     BUDGET_IMAGE,
@@ -54,12 +52,13 @@ from capgap.report.synthesis import (
     control_figure,
     objectives_figure,
     penalty_figure,
-    pooled_rows,
-    synthesis,
-    tag_rows,
 )
-from capgap.report.tables import busy_seconds, compute_rows, left_seconds, status_counts
+from capgap.results.accounting import busy_seconds, compute_rows, left_seconds, status_counts
+from capgap.results.findings import findings, hypotheses, law_summary
+from capgap.results.optimum import shared_seeds_by
+from capgap.results.rows import CellRow, PartRow
 from capgap.results.store import DB_NAME, read_rows
+from capgap.results.synthesis import pooled_rows, synthesis, tag_rows
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.runner import (
     LAW_NAME,
@@ -185,10 +184,10 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
     return record
 
 
-def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[dict[str, Any]]],
+def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
                out: Path) -> dict[str, Any]:
     families = _family_names(cfg)
-    rows: list[dict[str, Any]] = []
+    rows: list[PartRow] = []
     for name, mine in part_rows.items():
         if name in cfg.parts:
             sweep = cfg.sweep(name)
@@ -202,7 +201,7 @@ def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[dict[str, Any]]],
     return out_syn
 
 
-def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boot: int,
+def _pooled_laws(rows: list[PartRow], groups: list[dict[str, Any]], n_boot: int,
                  out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The paper's setting (own-pruned students) fitted per family, objective and budget on
     every part's cells at once (a budget's seeds may come from several parts), in total and
@@ -221,25 +220,25 @@ def _pooled_laws(rows: list[dict[str, Any]], groups: list[dict[str, Any]], n_boo
                  "tokens": tokens}
         for unit in ("total", "non_embedding"):
             name = f"{family}-{objective}-{allocation}-{tokens}-{unit}.json"
-            law = fit_rows(mine, where, unit, n_boot, "+".join(sorted({r["part"] for r in mine})))
+            law = fit_rows(mine, where, unit, n_boot, "+".join(sorted({r.part for r in mine})))
             write_json(out / "laws" / name, law)
             answer = findings(paired, law, where)
             if unit == "total":
                 found.append(answer | {"family": family})
             laws.append({"family": family, "objective": objective, "allocation": allocation,
                          "tokens": tokens, "unit": unit, "file": f"laws/{name}",
-                         "parts": sorted({r["part"] for r in mine}),
-                         "seeds": sorted({r["seed"] for r in mine}),
+                         "parts": sorted({r.part for r in mine}),
+                         "seeds": sorted({r.seed for r in mine}),
                          "seeds_used": _seeds_used(mine),
                          "hypotheses": hypotheses(answer)} | law_summary(law))
     return laws, found
 
 
-def _seeds_used(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+def _seeds_used(rows: list[CellRow]) -> dict[str, list[int]]:
     """Per student size, the seeds its teachers are compared on (those they all have)."""
-    sizes = shared_seeds_by(rows, lambda r: r["student_target"], lambda r: r["teacher_params"],
-                            lambda r: r["seed"])
-    return {str(int(size)): sorted({r["seed"] for r in cells})
+    sizes = shared_seeds_by(rows, lambda r: r.student_target, lambda r: r.teacher_params,
+                            lambda r: r.seed)
+    return {str(int(size)): sorted({r.seed for r in cells})
             for size, cells in sorted(sizes.items())}
 
 
@@ -310,7 +309,7 @@ def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
     write_json(part_dir / FINDINGS, out)
 
 
-def _summarise(record: dict[str, Any], part_rows: dict[str, list[dict[str, Any]]],
+def _summarise(record: dict[str, Any], part_rows: dict[str, list[CellRow]],
                out: Path) -> dict[str, Any]:
     every = [r for rows in part_rows.values() for r in rows]  # prices for unfinished cells
     for name, entry in record["parts"].items():

@@ -8,7 +8,7 @@ import pytest
 
 from capgap.law import Cell, fit_law
 from capgap.law.bracket import bracket_text
-from capgap.report.findings import findings
+from capgap.results.findings import findings
 
 TEACHERS = [2e6, 4e6, 8e6, 16e6]
 

@@ -65,13 +65,13 @@ def test_report_html_references_pngs_that_exist(sweep, capsys):
 
 
 def test_summary_pairs_each_cell_with_its_baseline(sweep):
-    from capgap.report import paired_rows
-    from capgap.sweep import read_rows
+    from capgap.results.pairing import paired_rows
+    from capgap.results.store import read_rows
 
     rows = paired_rows(read_rows(sweep))
     assert len(rows) == sum(t > s for s in STUDENTS for t in TEACHERS)
-    assert all(r["gain"] == pytest.approx(0.05) for r in rows)
-    best = {r["student_target"]: r["teacher_params"] for r in rows if r["best"] == "*"}
+    assert all(p.gain == pytest.approx(0.05) for p in rows)
+    best = {p.row.student_target: p.row.teacher_params for p in rows if p.best}
     assert best == {300_000: 1_000_000, 600_000: 2_000_000, 1_200_000: 4_000_000}
 
 

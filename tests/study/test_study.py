@@ -11,6 +11,7 @@ import yaml
 from capgap import config
 from capgap.cli import main
 from capgap.errors import CapgapError
+from capgap.results.rows import CellRow
 from capgap.results.store import read_rows
 from capgap.study import StudyConfig, family_key, run_study
 
@@ -146,8 +147,8 @@ def test_list_names_every_part_and_its_grid_without_running(sweep_root, tmp_path
 def test_seeds_used_are_those_every_teacher_of_a_size_has():
     from capgap.study.runner import _seeds_used
 
-    def r(size: int, t: int, seed: int) -> dict:
-        return {"student_target": size, "teacher_params": t, "seed": seed}
+    def r(size: int, t: int, seed: int) -> CellRow:
+        return CellRow(key=f"{size}-{t}-{seed}", student_target=size, teacher_params=t, seed=seed)
 
     rows = [r(3, 6, 0), r(3, 6, 1), r(3, 9, 0), r(3, 9, 1), r(5, 6, 0), r(5, 6, 1), r(5, 9, 0)]
     assert _seeds_used(rows) == {"3": [0, 1], "5": [0]}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from capgap.law import fit_source
-from capgap.report.findings import findings, findings_lines
+from capgap.report.text import findings_lines
+from capgap.results.findings import findings
 
 TEACHERS = [500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000, 16_000_000]
 STUDENTS = [300_000, 600_000, 1_200_000]

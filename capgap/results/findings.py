@@ -12,65 +12,73 @@ For one setting (objective, allocation, init, budget) of a sweep:
   ratio and line with their intervals (from ``law.json``) against the paper's ~2.5.
 
 Verdicts are deliberately plain strings ("yes", "no", "not testable"), each with the numbers
-behind it, so a report or a README can quote them without re-deriving anything.
+behind it, so a report or a README can quote them without re-deriving anything; the report
+renders them (:func:`capgap.report.text.findings_lines`).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from capgap.law.bracket import PAPER_RATIO, SIGNAL, bracket_text, ratio_text
-from capgap.law.optimum import shared_seeds_by
-from capgap.report.tables import paired_rows
-from capgap.results.defaults import NOISE_FLOOR
+from capgap.results.defaults import NOISE_FLOOR, PAPER_RATIO, SIGNAL
+from capgap.results.optimum import exceeds_noise, seed_noise, shared_seeds_by
+from capgap.results.pairing import Paired, paired_rows
+from capgap.results.rows import CellRow, as_rows
 
 
-def setting_rows(rows: list[dict[str, Any]], where: dict[str, Any]) -> list[dict[str, Any]]:
+def setting_rows(rows: Iterable[Mapping[str, Any]], where: Mapping[str, Any]) -> list[CellRow]:
     """Finished rows of one setting (baselines of the same init, budget and allocation kept)."""
     keys = ("allocation", "init", "tokens")
-    return [r for r in rows if r["status"] == "done"
+    return [r for r in as_rows(rows) if r.status == "done"
             and all(str(r.get(k)) == str(where[k]) for k in keys if k in where)
-            and (r["alpha"] >= 1 or r["objective"] == where.get("objective", r["objective"]))]
+            and (not r.distilled or r.objective == where.get("objective", r.objective))]
 
 
-def findings(rows: list[dict[str, Any]], law: dict[str, Any] | None, where: dict[str, Any],
-             noise_floor: float = NOISE_FLOOR) -> dict[str, Any]:
+def findings(rows: Iterable[Mapping[str, Any]], law: dict[str, Any] | None,
+             where: dict[str, Any], noise_floor: float = NOISE_FLOOR) -> dict[str, Any]:
     """H1, H2, H3 and the law for the setting ``where`` (see the module docstring)."""
-    mine = setting_rows(rows, where)
-    paired = paired_rows(mine)
+    paired = paired_rows(setting_rows(rows, where))
     return {"where": where, "h1": _h1(paired, noise_floor), "h2": _h2(law),
             "h3": _h3(law), "law": law_summary(law)}
 
 
-def _by_size(paired: list[dict[str, Any]]) -> dict[int, dict[int, list[dict[str, Any]]]]:
-    """Rows per size and teacher, on the seeds all of the size's teachers share."""
-    out: dict[int, dict[int, list[dict[str, Any]]]] = {}
-    for size, rows in shared_seeds_by(paired, lambda r: r["student_target"],
-                                      lambda r: r["teacher_params"], lambda r: r["seed"]).items():
-        for r in rows:
-            out.setdefault(size, {}).setdefault(r["teacher_params"], []).append(r)
+def seed_sd(values: list[float]) -> float | None:
+    """Sample standard deviation over seeds; None with a single one."""
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _by_size(paired: list[Paired]) -> dict[int, dict[int, list[Paired]]]:
+    """Cells per size and teacher, on the seeds all of the size's teachers share."""
+    out: dict[int, dict[int, list[Paired]]] = {}
+    for size, cells in shared_seeds_by(paired, lambda p: p.row.student_target,
+                                       lambda p: p.row.teacher_params,
+                                       lambda p: p.row.seed).items():
+        for p in cells:
+            out.setdefault(size, {}).setdefault(p.row.teacher_params, []).append(p)
     return out
 
 
-def _h1(paired: list[dict[str, Any]], noise_floor: float) -> dict[str, Any]:
+def _h1(paired: list[Paired], noise_floor: float) -> dict[str, Any]:
     sizes = []
     for size, by_t in sorted(_by_size(paired).items()):
         teachers = sorted(by_t)
-        means = [statistics.fmean(r["val_loss"] for r in by_t[t]) for t in teachers]
-        sds = [statistics.stdev([r["val_loss"] for r in by_t[t]]) if len(by_t[t]) > 1 else 0.0
-               for t in teachers]
-        gains = [statistics.fmean(r["gain"] for r in by_t[t] if r["gain"] is not None)
-                 if any(r["gain"] is not None for r in by_t[t]) else None for t in teachers]
-        noise = max([*sds, noise_floor])
+        means = [statistics.fmean(p.row.val_loss for p in by_t[t]) for t in teachers]
+        sds = [seed_sd([p.row.val_loss for p in by_t[t]]) for t in teachers]
+        gains = [statistics.fmean(p.gain for p in by_t[t] if p.gain is not None)
+                 if any(p.gain is not None for p in by_t[t]) else None for t in teachers]
+        noise = seed_noise(sds, noise_floor).value
         spread = max(means) - min(means) if len(means) > 1 else 0.0
         known = [g for g in gains if g is not None]
         gain_spread = max(known) - min(known) if len(known) > 1 else None
-        sizes.append({"student": size, "teachers": teachers, "loss": means, "seed_sd": sds,
+        sizes.append({"student": size, "teachers": teachers, "loss": means,
+                      "seed_sd": [0.0 if sd is None else sd for sd in sds],
                       "gain": gains, "spread": spread, "gain_spread": gain_spread,
-                      "noise": noise, "gap_matters": len(means) > 1 and spread > SIGNAL * noise,
+                      "noise": noise,
+                      "gap_matters": len(means) > 1 and exceeds_noise(spread, noise),
                       "teacher_effect": gain_spread is not None
-                      and gain_spread > SIGNAL * noise})
+                      and exceeds_noise(gain_spread, noise)})
     testable = [s for s in sizes if len(s["teachers"]) > 1]
     verdict = ("not testable" if not testable else
                "yes" if all(s["gap_matters"] for s in testable) else
@@ -150,45 +158,3 @@ def law_summary(law: dict[str, Any] | None) -> dict[str, Any]:
     keys = ("status", "reason", "slope", "slope_ci", "intercept", "intercept_ci", "r2", "ratio",
             "ratio_ci", "ratio_r2", "n_points", "size_unit", "bracket")
     return {k: law.get(k) for k in keys if k in law} | {"paper_ratio": PAPER_RATIO}
-
-
-def findings_lines(f: dict[str, Any]) -> list[str]:
-    """A few human lines for a report."""
-    w = f["where"]
-    head = (("" if f.get("family") is None else f"{f['family']} / ")
-            + f"{w.get('objective')} / {w.get('allocation')} / {w.get('init')} / "
-            f"{int(w.get('tokens', 0)):,} tok")
-    lines = [head, f"  H1 gap affects quality: {f['h1']['verdict']} ({f['h1'].get('rule', '')})"]
-    for s in f["h1"]["sizes"]:
-        gains = ("no baselines in this part" if all(g is None for g in s["gain"]) else
-                 ", ".join("-" if g is None else f"{g:+.3f}" for g in s["gain"]))
-        effect = ("" if s["gain_spread"] is None else
-                  f" (spread {s['gain_spread']:.3f}: teacher's own effect "
-                  f"{'above' if s['teacher_effect'] else 'within'} {SIGNAL:g} x noise)")
-        lines.append(f"    S {s['student'] / 1e6:.3g}M: loss spread {s['spread']:.3f} vs noise "
-                     f"{s['noise']:.4f}; gain over baseline by teacher size: {gains}{effect}")
-    h2 = f["h2"]
-    lines.append(f"  H2 interior optimum: {h2['verdict']}"
-                 + (f" ({h2['interior']} of {len(h2['sizes'])} sizes" if h2["sizes"] else "")
-                 + (f"; {h2.get('resolved', 0)} beyond {SIGNAL:g} x noise of both edge "
-                    "teachers" if h2.get("interior") else "") + (")" if h2["sizes"] else ""))
-    for s in h2["sizes"]:
-        where = (f"censored at the {s['edge']} edge" if s["censored"] else "inside the range"
-                 + ("" if s.get("resolved") is None else
-                    ", beyond noise" if s["resolved"] else ", but an edge teacher is tied"))
-        best = ("none" if s["best_teacher"] is None else
-                f"T {s['best_teacher'] / 1e6:.3g}M ({s['ratio']:.2f}x)")
-        lines.append(f"    S {s['student'] / 1e6:.3g}M: best {best}, {where}")
-    h3 = f["h3"]
-    lines.append(f"  H3 consistent ratio: {h3['verdict']}"
-                 + (f" (T*/S {', '.join(f'{r:.2f}' for r in h3['ratios'])}; cv {h3['cv']:.2f})"
-                    if "cv" in h3 else f" ({h3.get('why', '')})"))
-    law = f["law"]
-    if law.get("bracket"):
-        lines.append(f"  bracket: {bracket_text(law['bracket'])}")
-    if law.get("status") == "ok":
-        lines.append(f"  law: T* = {law['slope']:.3g}·S + {law['intercept']:.3g} (R² {law['r2']:.3f}); "
-                     f"{ratio_text(law)} vs the paper's ~{PAPER_RATIO}")
-    else:
-        lines.append(f"  law: {law.get('status')} — {law.get('reason', '')}")
-    return lines

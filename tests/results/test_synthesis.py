@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from capgap.report.findings import findings, hypotheses
 from capgap.report.study import summary_markdown
-from capgap.report.synthesis import (
-    budget_figure,
+from capgap.report.synthesis import budget_figure, penalty_figure
+from capgap.results.findings import findings, hypotheses
+from capgap.results.synthesis import (
     budget_rows,
     control_rows,
     optimum_table,
-    penalty_figure,
     pooled_rows,
     scratch_rows,
     synthesis,
@@ -162,7 +161,7 @@ def test_summary_and_figure_are_written_from_the_synthesis(tmp_path):
 
 
 def test_busy_time_merges_parallel_cells_and_skips_gaps_between_runs():
-    from capgap.report.tables import busy_seconds
+    from capgap.results.accounting import busy_seconds
 
     def cell(end: str, seconds: float, status: str = "done") -> dict:
         return {"status": status, "updated": f"2026-11-29T{end}", "prune_s": 1.0,
@@ -200,7 +199,7 @@ def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():
 
 
 def test_left_seconds_prices_each_unfinished_cell_like_its_nearest_finished_ones():
-    from capgap.report.tables import left_seconds
+    from capgap.results.accounting import left_seconds
 
     def cell(status: str, teacher: int, alpha: float, tokens: int, seconds: float = 0.0):
         return {"status": status, "teacher_params": teacher, "student_target": 300_000,
@@ -216,7 +215,8 @@ def test_left_seconds_prices_each_unfinished_cell_like_its_nearest_finished_ones
 
 
 def test_objectives_are_set_side_by_side_only_where_a_budget_has_several(tmp_path):
-    from capgap.report.synthesis import objective_rows, objectives_figure
+    from capgap.report.synthesis import objectives_figure
+    from capgap.results.synthesis import objective_rows
 
     rows = paper_rows(1000, {"T0": 5.0, "T1": 4.9}) + paper_rows(4000, {"T0": 4.8, "T1": 4.7})
     rows += [row(t, loss, objective="jsd") for t, loss in (("T0", 5.02), ("T1", 5.04))]
@@ -233,7 +233,8 @@ def test_objectives_are_set_side_by_side_only_where_a_budget_has_several(tmp_pat
 
 def test_another_allocation_sits_beside_the_studys_over_its_own_baselines(tmp_path):
     from capgap.report.study import glance_rows
-    from capgap.report.synthesis import allocation_rows, control_figure
+    from capgap.report.synthesis import control_figure
+    from capgap.results.synthesis import allocation_rows
 
     paper = paper_rows(1000, {"T0": 5.00, "T1": 4.90, "T2": 4.95})
     uniform = variant_rows({"T0": 5.10, "T1": 5.05, "T2": 4.98}, 0.2, allocation="uniform")
