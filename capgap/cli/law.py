@@ -138,7 +138,8 @@ def parse_where(items: list[str]) -> dict[str, str]:
 def summarise_fit(law: dict[str, Any]) -> str:
     """The law in a few human lines: both fits with intervals, LOO error, per-size table."""
     from capgap.law.bracket import bracket_text
-    from capgap.law.units import AS_GIVEN, format_size
+    from capgap.law.cells import AS_GIVEN
+    from capgap.units import format_size
 
     si = law["size_unit"] != AS_GIVEN
     fmt = partial(format_size, si=si)
@@ -251,8 +252,8 @@ def summarise_budget(law: Any) -> str:
 
 
 def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
-    from capgap.law import parse_size
     from capgap.law.budget import BudgetLaw
+    from capgap.units import parse_size
 
     law = BudgetLaw.from_dict(data)
     teachers = parse_losses(args.teachers.split(","), "--teachers") if args.teachers else None
@@ -274,9 +275,10 @@ def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from capgap.law import parse_size, parse_sizes, predict
+    from capgap.law import predict
     from capgap.law.budget import FORMAT
     from capgap.law.predict import check_law, paper_law, predict_range, read_law
+    from capgap.units import parse_size, parse_sizes
 
     law = read_law(args.law) if args.law else paper_law()
     if law.get("format") == FORMAT:
@@ -297,7 +299,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def summarise_prediction(rec: Any) -> str:
     """The recommendation in a few human lines."""
-    from capgap.law.units import AS_GIVEN, format_size
+    from capgap.law.cells import AS_GIVEN
+    from capgap.units import format_size
 
     si = rec.size_unit != AS_GIVEN
     fmt = partial(format_size, si=si)
@@ -320,7 +323,8 @@ def summarise_prediction(rec: Any) -> str:
 
 def summarise_range(rec: Any) -> str:
     """The teacher range of a law-less sweep in a few human lines."""
-    from capgap.law.units import AS_GIVEN, format_size
+    from capgap.law.cells import AS_GIVEN
+    from capgap.units import format_size
 
     fmt = partial(format_size, si=rec.size_unit != AS_GIVEN)
     hi = "unbounded" if rec.teacher_hi is None else fmt(rec.teacher_hi)

@@ -7,6 +7,7 @@ import argparse
 from capgap.cli.common import print_json
 from capgap.errors import CapgapError
 from capgap.report.text import table
+from capgap.units import parse_count, parse_size
 
 HELP = "estimate FLOPs, GPU-hours and per-GPU memory of a distillation run; pick the sharding"
 
@@ -32,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capgap.plan import load_spec, plan
-    from capgap.plan.estimate import parse_count
     from capgap.recipe.shapes import minima_shape, reshape_config
 
     if min(args.gpus, args.seq_len, args.micro_batch) < 1 or args.gpu_mem <= 0:
@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if args.student:
         student = load_spec(args.student)
     else:
-        shape = minima_shape(teacher, int(parse_count(args.student_params)))
+        shape = minima_shape(teacher, parse_count(args.student_params))
         student = reshape_config(teacher, shape)
-    p = plan(teacher, student, parse_count(args.tokens), args.gpus, args.gpu_mem, args.mfu,
+    p = plan(teacher, student, parse_size(args.tokens), args.gpus, args.gpu_mem, args.mfu,
              args.gpu_flops, args.seq_len, args.micro_batch)
     if args.json:
         print_json(p.to_dict() | {"student_shape": shape.to_dict() if shape else None})

@@ -13,20 +13,9 @@ import time
 from pathlib import Path
 
 from capgap.errors import CapgapError
+from capgap.units import flag_type, parse_count
 
 HELP = "prune a model to a sparsity or a parameter count (heads, neurons, hidden width, layers)"
-_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9}
-
-
-def parse_count(text: str) -> int:
-    """'45e6', '45M', '1.2B' or '45000000' -> int."""
-    t = str(text).strip().lower().replace("_", "").replace(",", "")
-    scale = _SUFFIX.get(t[-1:], 1.0)
-    try:
-        value = float(t[:-1] if t[-1:] in _SUFFIX else t) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a parameter count: {text!r} (e.g. 45e6, 45M)") from None
-    return int(round(value))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model folder, run folder or hub name (gpt2, gpt_neox, llama layouts)")
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--sparsity", type=float, help="fraction of total params to remove, in [0, 1)")
-    size.add_argument("--target-params", type=parse_count, metavar="N",
+    size.add_argument("--target-params", type=flag_type(parse_count), metavar="N",
                       help="student size in total params (e.g. 45M); lands within 1 %%")
     p.add_argument("--out", required=True, type=Path, help="output folder for the student")
     p.add_argument("--allocation", choices=("global", "uniform"), default="global",
@@ -55,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"how units are scored: {', '.join(METHODS)} (listed below; default {DEFAULT_METHOD})")
     p.add_argument("--scorer", choices=("gradient", "magnitude", "random"),
                    help="older name of --method (gradient = expressiveness)")
-    p.add_argument("--calib-tokens", type=parse_count, default=65536,
+    p.add_argument("--calib-tokens", type=flag_type(parse_count), default=65536,
                    help="calibration tokens for scoring (default 65536)")
     p.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default 8)")
     p.add_argument("--seq-len", type=int, help="calibration sequence length (default: model context, max 512)")

@@ -7,7 +7,7 @@ top-k log-probabilities (:class:`TopKTeacher`, built by :mod:`capgap.distill.cac
 (:func:`list_divergences`); new ones join with ``@register_divergence("name")``.
 """
 
-from capgap.distill.chunked import check_vocab, distill_loss, naive_distill_loss
+from capgap.distill.chunked import check_shared_vocab, distill_loss, naive_distill_loss
 from capgap.distill.losses import (
     KDObjective,
     TopKTeacher,
@@ -28,7 +28,7 @@ from capgap.distill.losses import (
 __all__ = [
     "KDObjective",
     "TopKTeacher",
-    "check_vocab",
+    "check_shared_vocab",
     "coarse_grain",
     "distill_loss",
     "distill_loss_from_logits",

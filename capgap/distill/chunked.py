@@ -33,7 +33,7 @@ from capgap.train.loss import (
 )
 
 
-def check_vocab(
+def check_shared_vocab(
     student: nn.Module,
     teacher: nn.Module,
     student_tokenizer: Any = None,
@@ -101,7 +101,7 @@ def _teacher_ready(student: nn.Module, teacher: nn.Module | None, alpha: float) 
         raise CapgapError(f"alpha={alpha} < 1 needs a teacher (alpha=1 is plain CE)")
     if teacher.training:
         raise CapgapError("the teacher must be frozen in eval mode: call teacher.eval() first")
-    check_vocab(student, teacher)
+    check_shared_vocab(student, teacher)
     return teacher
 
 

@@ -203,12 +203,12 @@ def load_teacher(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module | 
 
 def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any, nn.Module | None]:
     """Student (trainable, fp32), its tokenizer, and the frozen teacher (or None)."""
-    from capgap.distill.chunked import check_vocab
+    from capgap.distill.chunked import check_shared_vocab
 
     student, tokenizer = load_student(cfg, device)
     teacher, t_tok = load_teacher(cfg, device)
     if teacher is not None:
-        check_vocab(student, teacher, tokenizer, t_tok)
+        check_shared_vocab(student, teacher, tokenizer, t_tok)
     return student, tokenizer, teacher
 
 
@@ -310,14 +310,14 @@ def open_session(cfg: DistillConfig, out: str | Path, par: Parallel, *, resume: 
     """Load, check and open everything one distillation needs; bad input fails before ``out``
     is touched. ``teacher`` (model, tokenizer), ``data`` and ``shared_loader`` let students
     trained together share one teacher, one token store and one teacher forward per batch."""
-    from capgap.distill.chunked import check_vocab
+    from capgap.distill.chunked import check_shared_vocab
     from capgap.evaluate.heldout import model_context
 
     student, tokenizer = load_student(cfg, par.device)
     model, t_tok = load_teacher(cfg, par.device) if teacher is None else teacher
     model = model if cfg.objective.alpha < 1 else None
     if model is not None:
-        check_vocab(student, model, tokenizer, t_tok)
+        check_shared_vocab(student, model, tokenizer, t_tok)
     n_t = None if model is None else count_params(model).total
     seq_len = cfg.data.seq_len or model_context(student)
     total_steps_for(cfg.train, cfg.train.micro_batch_size * cfg.train.grad_accum * seq_len)

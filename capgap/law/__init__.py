@@ -27,7 +27,7 @@ from capgap.law.predict import (
     predict_range,
     rank_teachers,
 )
-from capgap.law.units import format_size, parse_size, parse_sizes
+from capgap.units import format_size, parse_size, parse_sizes
 
 __all__ = [
     "BudgetLaw",

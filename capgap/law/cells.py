@@ -34,6 +34,7 @@ from capgap.errors import CapgapError
 from capgap.results.store import DB_NAME, read_cells_table
 
 SIZE_UNITS = {"total": "total parameters", "non_embedding": "non-embedding parameters"}
+AS_GIVEN = "units as given in the source"  # size unit of a points file: whatever unit its columns use
 DEFAULT_METRICS = ("metric", "val_loss")
 GROUP_COLUMNS = ("student_target", "student_size")
 SIZE_TOLERANCE = 0.01  # students within 1 % of each other are one size

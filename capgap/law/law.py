@@ -26,6 +26,7 @@ from capgap.law.bootstrap import (
 )
 from capgap.law.bracket import ratio_bracket
 from capgap.law.cells import (
+    AS_GIVEN,
     SIZE_TOLERANCE,
     SIZE_UNITS,
     Cell,
@@ -48,7 +49,6 @@ from capgap.law.optimum import (
     check_duplicates,
     find_optimum,
 )
-from capgap.law.units import AS_GIVEN
 from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR, PAPER_RATIO
 
 MIN_SIZES = 3

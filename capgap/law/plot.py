@@ -16,7 +16,8 @@ import numpy as np
 
 from capgap.errors import CapgapError
 from capgap.io import atomic_path
-from capgap.law.units import AS_GIVEN, format_size
+from capgap.law.cells import AS_GIVEN
+from capgap.units import format_size
 
 FORMATS = ("png", "pdf", "svg")
 

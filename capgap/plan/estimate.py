@@ -29,13 +29,11 @@ logits = 12·V bytes/token: student fp32 logits and their gradient, teacher fp32
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from transformers import PretrainedConfig
 
-from capgap.errors import CapgapError
 from capgap.models.arch import adapter_for, count_shape, geometry, matmul_params
 
 GiB = 1024**3
@@ -196,18 +194,3 @@ def measured_flops(model: torch.nn.Module, batch: int, seq_len: int, train: bool
             with torch.no_grad():
                 model(input_ids=x)
     return counter.get_total_flops()
-
-
-def parse_count(text: str | float | int) -> float:
-    """``3e9``, ``2.9B``, ``350M``, ``126B`` -> a number."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    s = str(text).strip().upper().replace("_", "").replace(",", "")
-    scale = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}.get(s[-1:], 1.0)
-    try:
-        value = float(s[:-1] if scale != 1.0 else s) * scale
-    except ValueError:
-        raise CapgapError(f"not a count: {text!r} (examples: 3e9, 2.9B, 350M)") from None
-    if not math.isfinite(value) or value <= 0:
-        raise CapgapError(f"count must be positive, got {text!r}")
-    return value

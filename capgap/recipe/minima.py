@@ -137,7 +137,7 @@ class MinimaConfig:
 
 def target_params(cfg: MinimaConfig) -> int:
     """The student size in parameters (the config may say '2.9B')."""
-    from capgap.law.units import parse_size
+    from capgap.units import parse_size
 
     return int(round(parse_size(cfg.prune.target_params)))
 
@@ -215,9 +215,9 @@ def law_check(cfg: MinimaConfig, teacher_config: Any, shape: Shape) -> dict[str,
     """Whether the recipe's teacher is the candidate the law ranks first for this student."""
     if not cfg.law.law:
         return None
-    from capgap.law import format_size, load_law, predict
-    from capgap.law.cells import SIZE_UNITS
-    from capgap.law.units import AS_GIVEN
+    from capgap.law import load_law, predict
+    from capgap.law.cells import AS_GIVEN, SIZE_UNITS
+    from capgap.units import format_size
 
     law = load_law(cfg.law.law)
     ne = law["size_unit"] == SIZE_UNITS["non_embedding"]
@@ -243,9 +243,9 @@ def law_check(cfg: MinimaConfig, teacher_config: Any, shape: Shape) -> dict[str,
 
 def _teacher_size(spec: str, non_embedding: bool) -> float:
     """A size ('1.3B', 3e9) as given, or the size of the model folder ``spec`` names."""
-    from capgap.law import parse_size
     from capgap.models.anymodel import resolve_model_path
     from capgap.models.io import load_config
+    from capgap.units import parse_size
 
     try:
         return parse_size(spec)

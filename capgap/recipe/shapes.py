@@ -53,7 +53,7 @@ class Shape:
         return asdict(self) | {"layers": self.layers, "error": self.error}
 
 
-def count_params(config: PretrainedConfig, g: Geometry | None = None) -> int:
+def _total_params(config: PretrainedConfig, g: Geometry | None = None) -> int:
     """Total parameters of ``config`` reshaped to ``g`` (the registry's analytic count)."""
     return count_shape(config, g).total
 
@@ -103,7 +103,7 @@ def minima_shape(
     """
     target_params = int(target_params)
     g = geometry(config)
-    teacher = count_params(config, g)
+    teacher = _total_params(config, g)
     if target_params >= teacher:
         raise CapgapError(f"target {target_params:,} is not smaller than the teacher "
                           f"({teacher:,} parameters)")
@@ -144,7 +144,7 @@ def _ffn_options(config: PretrainedConfig, g: Geometry, layers: int, hidden: int
     """FFN sizes worth scoring at this depth and hidden: params are linear in the FFN width,
     so only those within ``tolerance`` of the target, or else the single nearest, qualify."""
     heads = heads_at(g, hidden)
-    at = lambda f: count_params(config, Geometry(layers, hidden, heads, heads // g.group_size,  # noqa: E731
+    at = lambda f: _total_params(config, Geometry(layers, hidden, heads, heads // g.group_size,  # noqa: E731
                                                   g.head_dim, f))
     base, slope = at(f_step), (at(2 * f_step) - at(f_step)) / f_step
     top = g.ffn // f_step
@@ -160,7 +160,7 @@ def _candidate(config: PretrainedConfig, g: Geometry, kept: list[int], hidden: i
                ffn: int) -> tuple[list[int], Geometry, int]:
     heads = heads_at(g, hidden)
     geo = Geometry(len(kept), hidden, heads, heads // g.group_size, g.head_dim, ffn)
-    return kept, geo, count_params(config, geo)
+    return kept, geo, _total_params(config, geo)
 
 
 def _imbalance(teacher: Geometry, layers: int, s: Geometry) -> float:
@@ -172,10 +172,10 @@ def _imbalance(teacher: Geometry, layers: int, s: Geometry) -> float:
 def _binding(config: PretrainedConfig, g: Geometry, kept: list[int], s: Geometry, h_step: int,
              f_step: int, depth_fixed: bool) -> str:
     """The knob with the finest step at this shape: it bounds how exactly a target is hit."""
-    base = count_params(config, s)
-    layer = base - count_params(config, Geometry(s.n_layers - 1, *_width(s)))
+    base = _total_params(config, s)
+    layer = base - _total_params(config, Geometry(s.n_layers - 1, *_width(s)))
     steps = {
-        f"FFN multiple of {f_step}": base - count_params(
+        f"FFN multiple of {f_step}": base - _total_params(
             config, Geometry(s.n_layers, s.hidden, s.n_heads, s.n_kv, s.head_dim,
                              max(s.ffn - f_step, 1))),
         f"hidden multiple of {h_step} (whole GQA groups of {g.group_size} heads)":
@@ -195,5 +195,5 @@ def _width(s: Geometry) -> tuple[int, int, int, int, int]:
 def _shrink_hidden(config: PretrainedConfig, g: Geometry, s: Geometry, h_step: int) -> int:
     hidden = max(s.hidden - h_step, h_step)
     heads = heads_at(g, hidden)
-    return count_params(config, Geometry(s.n_layers, hidden, heads, heads // s.group_size,
+    return _total_params(config, Geometry(s.n_layers, hidden, heads, heads // s.group_size,
                                          s.head_dim, s.ffn))

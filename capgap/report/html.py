@@ -22,7 +22,7 @@ from capgap.results.accounting import compute_rows, status_counts, teacher_rows
 from capgap.results.pairing import paired_rows
 from capgap.results.rows import CellRow
 from capgap.results.store import NAMES as STORE_COLUMNS
-from capgap.results.store import read_rows
+from capgap.results.store import read_rows, sweep_law
 
 REPORT_DIR = "report"
 CELLS_CSV = "cells.csv"
@@ -37,7 +37,7 @@ def build_report(sweep_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figures = [curve_figure(rows, target, out) for target in _targets(rows)]
     figures.append(gain_figure(rows, out))
-    law = _law(sweep_dir)
+    law = sweep_law(sweep_dir)
     if law is not None and law.get("status") not in ("error", "pending"):
         figures.append(_law_figure(law, out))
     write_cells_csv(rows, out / CELLS_CSV)
@@ -63,11 +63,6 @@ def write_cells_csv(rows: list[CellRow], path: Path) -> None:
 
 def _targets(rows: list[CellRow]) -> list[int]:
     return sorted({r.student_target for r in rows if r.status == "done"})
-
-
-def _law(sweep_dir: Path) -> dict[str, Any] | None:
-    path = sweep_dir / "law.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _law_figure(law: dict[str, Any], out: Path) -> tuple[str, str]:

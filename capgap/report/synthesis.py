@@ -82,8 +82,8 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from capgap.law.units import format_size
     from capgap.report.html import ratio_axis, save_figure
+    from capgap.units import format_size
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     sizes = sorted({g["student_target"] for g in budget})
@@ -129,8 +129,8 @@ def penalty_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from capgap.law.units import format_size
     from capgap.report.html import ratio_axis
+    from capgap.units import format_size
 
     sizes = sorted({g["student_target"] for g in budget})
     budgets = sorted({g["tokens"] for g in budget})

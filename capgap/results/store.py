@@ -8,6 +8,7 @@ there is exactly one writer.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from capgap.errors import CapgapError
 from capgap.results.rows import COLUMNS, CellRow
 
 DB_NAME = "results.sqlite"
+LAW_NAME = "law.json"  # the sweep's headline law, beside its database
 STATUSES = ("pending", "running", "done", "failed")
 
 ADDED = {"pruned_from"}  # columns newer than the first schema: added to older databases
@@ -141,6 +143,12 @@ def read_rows(source: str | Path, status: str | None = None) -> list[CellRow]:
     if not set(NAMES) - ADDED <= set(have):
         raise CapgapError(f"{path}: no capgap 'cells' table (not a capgap sweep)")
     return [CellRow.from_mapping(row) for _, row in rows]
+
+
+def sweep_law(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """The sweep's ``law.json``, if it has one."""
+    path = Path(sweep_dir) / LAW_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _now() -> str:

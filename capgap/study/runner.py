@@ -57,11 +57,10 @@ from capgap.results.accounting import busy_seconds, compute_rows, left_seconds, 
 from capgap.results.findings import findings, hypotheses, law_summary
 from capgap.results.optimum import shared_seeds_by
 from capgap.results.rows import CellRow, PartRow
-from capgap.results.store import DB_NAME, read_rows
+from capgap.results.store import DB_NAME, LAW_NAME, read_rows
 from capgap.results.synthesis import pooled_rows, synthesis, tag_rows
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.runner import (
-    LAW_NAME,
     all_settings,
     fit_rows,
     fit_setting,
@@ -315,7 +314,7 @@ def _summarise(record: dict[str, Any], part_rows: dict[str, list[CellRow]],
     for name, entry in record["parts"].items():
         part = out / name
         laws = {}
-        for unit, file in (("total", "law.json"), ("non_embedding", NE_LAW)):
+        for unit, file in (("total", LAW_NAME), ("non_embedding", NE_LAW)):
             path = part / file
             laws[unit] = law_summary(json.loads(path.read_text()) if path.is_file() else None)
         entry["laws"] = laws

@@ -12,7 +12,6 @@ several sweeps sharing their teachers are a study (:mod:`capgap.study`).
 
 from capgap.results.store import COLUMNS, read_rows
 from capgap.sweep.config import SweepConfig
-from capgap.sweep.runner import SweepSummary, fit_sweep_law, load_law, run_sweep
+from capgap.sweep.runner import SweepSummary, fit_sweep_law, run_sweep
 
-__all__ = ["COLUMNS", "SweepConfig", "SweepSummary", "fit_sweep_law", "load_law", "read_rows",
-           "run_sweep"]
+__all__ = ["COLUMNS", "SweepConfig", "SweepSummary", "fit_sweep_law", "read_rows", "run_sweep"]

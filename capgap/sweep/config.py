@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from capgap.distill.engine import DistillDataConfig, ObjectiveConfig
 from capgap.errors import CapgapError
 from capgap.evaluate.heldout import EvalConfig
+from capgap.prune.allocate import ALLOCATIONS
 from capgap.results.defaults import LAW_BOOTSTRAP
 from capgap.train.loop import OptimConfig, TrainConfig
 from capgap.train.pretrain import PretrainConfig
 
-ALLOCATIONS = ("global", "uniform")
 INITS = ("pruned", "scratch")
 
 

@@ -8,7 +8,6 @@ its run folder from the last checkpoint.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from capgap import config as cfgmod
 from capgap.io import write_json
-from capgap.results.store import DB_NAME, Store
+from capgap.results.store import DB_NAME, LAW_NAME, Store
 from capgap.runs import RunDir, is_complete
 from capgap.sweep.backends import execute, threads_per_worker
 from capgap.sweep.cell import cell_payload, task_payload
@@ -24,8 +23,6 @@ from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, build_grid, cell_key
 from capgap.sweep.lock import driver_lock
 from capgap.sweep.students import prepare_students, resolve_teachers, student_dir, student_meta
-
-LAW_NAME = "law.json"
 
 
 @dataclass
@@ -267,9 +264,3 @@ def all_settings(cfg: SweepConfig) -> list[dict[str, Any]]:
     return [{"objective": o, "allocation": a, "init": i, "tokens": t}
             for o in cfg.objectives for a in cfg.students.allocations
             for i in cfg.students.init for t in cfg.tokens]
-
-
-def load_law(out: str | Path) -> dict[str, Any] | None:
-    """The sweep's ``law.json``, if it has one."""
-    path = Path(out) / LAW_NAME
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -26,6 +26,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from capgap.models.io import unique_tensors
+
 
 def _optimizer_to_flat(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer state dict into its tensors and a JSON-able rest.
@@ -60,19 +62,6 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict) -> dict[s
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
     return {"state": state, "param_groups": groups}
-
-
-def unique_tensors(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``sd`` without aliases (tied weights share storage; safetensors refuses duplicates)."""
-    seen: set[tuple[int, tuple[int, ...]]] = set()
-    out = {}
-    for name, t in sd.items():
-        key = (t.data_ptr(), tuple(t.shape))
-        if key in seen and t.numel():
-            continue
-        seen.add(key)
-        out[name] = t.detach().cpu().contiguous()
-    return out
 
 
 def fill_tied(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

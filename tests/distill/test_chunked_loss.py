@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from capgap.distill import check_vocab, distill_loss, naive_distill_loss
+from capgap.distill import check_shared_vocab, distill_loss, naive_distill_loss
 from capgap.errors import CapgapError
 from capgap.train.loss import lm_loss, mean_lm_loss
 
@@ -196,11 +196,11 @@ def test_vocabulary_mismatch_is_refused(pairs) -> None:
         with pytest.raises(CapgapError, match="share a vocabulary.*304.*301"):
             fn(student, other, ids, labels, mask)
     a, b = word_tokenizer(["the", "cat"]), word_tokenizer(["the", "dog"])
-    check_vocab(student, teacher, a, word_tokenizer(["the", "cat"]))
+    check_shared_vocab(student, teacher, a, word_tokenizer(["the", "cat"]))
     with pytest.raises(CapgapError, match="tokenizers differ"):
-        check_vocab(student, teacher, a, b)
+        check_shared_vocab(student, teacher, a, b)
     with pytest.raises(CapgapError, match="LM head only 301"):
-        check_vocab(student, teacher, word_tokenizer([f"w{i}" for i in range(400)]))
+        check_shared_vocab(student, teacher, word_tokenizer([f"w{i}" for i in range(400)]))
 
 
 def test_user_errors(pairs) -> None:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, T5Config
 
 from capgap.errors import CapgapError
-from capgap.models import build_model, check_vocab, load_model, save_model
+from capgap.models import build_model, check_tokenizer_fits, load_model, save_model
 from tests.models.conftest import tiny_config, tiny_tokenizer
 
 KINDS = ["gpt2", "gpt_neox", "llama", "mistral", "qwen2"]
@@ -158,11 +158,11 @@ def test_hub_name_offline_is_a_clear_error() -> None:
         load_model("capgap-test-org/no-such-model")
 
 
-def test_check_vocab(tmp_path: Path) -> None:
+def test_check_tokenizer_fits(tmp_path: Path) -> None:
     config = tiny_config("gpt2")  # vocab 100
-    check_vocab(config, tiny_tokenizer(40))  # embedding padded beyond the tokenizer: fine
+    check_tokenizer_fits(config, tiny_tokenizer(40))  # embedding padded beyond the tokenizer: fine
     with one_line_error("tokenizer has 103 tokens but the model's vocab_size is 100"):
-        check_vocab(config, tiny_tokenizer(100))
+        check_tokenizer_fits(config, tiny_tokenizer(100))
     config.eos_token_id = 100
     with one_line_error("eos_token_id=100 is out of range"):
-        check_vocab(config, tiny_tokenizer(40))
+        check_tokenizer_fits(config, tiny_tokenizer(40))

@@ -12,7 +12,8 @@ from capgap.cli import main
 from capgap.errors import CapgapError
 from capgap.models.params import count_params_from_config
 from capgap.plan import ModelShape, load_spec, memory_options, plan, spec_names
-from capgap.plan.estimate import measured_flops, parse_count
+from capgap.plan.estimate import measured_flops
+from capgap.units import parse_size
 from tests.prune.conftest import tiny_config
 
 MODERN = ("qwen3", "gemma2", "gemma3_text", "phi3", "olmo2")
@@ -87,5 +88,5 @@ def test_cli_json_and_errors(capsys):
                  "--gpus", "1", "--gpu-mem", "80"]) == 2
     assert "built-ins" in capsys.readouterr().err
     with pytest.raises(CapgapError):
-        parse_count("lots")
-    assert parse_count("126B") == 126e9 and parse_count("350M") == 350e6
+        parse_size("lots")
+    assert parse_size("126B") == 126e9 and parse_size("350M") == 350e6

@@ -10,9 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, OPTConfig
 
 from capgap.cli import main
-from capgap.cli.prune import parse_count
 from capgap.models.params import count_params
 from capgap.prune import load_pruned
+from capgap.units import parse_count
 from tests.prune.conftest import VOCAB, tiny_model
 from tests.prune.test_io import tiny_tokenizer
 
@@ -105,6 +105,7 @@ def test_parse_count() -> None:
     assert parse_count("45M") == 45_000_000
     assert parse_count("1.5e6") == 1_500_000
     assert parse_count("2k") == 2000
+    assert parse_count("2,000,000") == 2_000_000 and parse_count("2.9B") == 2_900_000_000
 
 
 def test_data_free_baseline_scorer(setup: dict[str, Path]) -> None:

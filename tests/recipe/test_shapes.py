@@ -17,8 +17,9 @@ from transformers import (
 )
 
 from capgap.errors import CapgapError
+from capgap.models.arch import count_shape
 from capgap.models.params import count_params_from_config
-from capgap.recipe.shapes import count_params, geometry, minima_shape, reshape_config
+from capgap.recipe.shapes import geometry, minima_shape, reshape_config
 
 LLAMA2_7B = LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
                         intermediate_size=11008, vocab_size=32000)
@@ -56,9 +57,9 @@ def test_llama2_7b_to_minima_3b():
         "olmo2", "qwen3-decoupled"])
 def test_shape_is_exact_loadable_and_within_tolerance(config):
     """Analytic count == count_params_from_config; the reshaped config builds a vanilla model."""
-    assert count_params(config) == count_params_from_config(config).total
+    assert count_shape(config).total == count_params_from_config(config).total
     g = geometry(config)
-    s = minima_shape(config, int(count_params(config) * 0.45))
+    s = minima_shape(config, int(count_shape(config).total * 0.45))
     assert abs(s.error) <= 0.01
     assert s.heads * g.hidden == s.hidden * g.n_heads and s.heads % s.kv_heads == 0  # ratio kept
     assert s.heads // s.kv_heads == g.group_size  # GQA group kept

@@ -33,6 +33,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from capgap.errors import CapgapError
 from capgap.io import atomic_dir, write_json
 from capgap.models.arch import adapter_for
+from capgap.models.io import unique_tensors
 from capgap.models.params import count_params
 from capgap.models.pruned.plan import KeepPlan
 from capgap.models.pruned.shrink import (
@@ -56,17 +57,6 @@ def config_from_dict(data: dict) -> PretrainedConfig:
     if model_type not in CONFIG_MAPPING:
         raise CapgapError(f"unknown model_type '{model_type}' in saved config")
     return CONFIG_MAPPING[model_type].from_dict(dict(data))
-
-
-def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with shared tensors (tied head) stored once, contiguous."""
-    out, seen = {}, set()
-    for k, v in model.state_dict().items():
-        key = (v.data_ptr(), v.shape, v.dtype) if v.numel() else (k,)
-        if key not in seen:
-            seen.add(key)
-            out[k] = v.detach().contiguous()
-    return out
 
 
 def has_per_layer_shapes(path: str | Path) -> bool:
@@ -152,7 +142,7 @@ def save_capgap_format(model: nn.Module, out: Path) -> None:
     padded.to_json_file(out / "config.json")
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out)
-    save_file(unique_state_dict(model), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_file(unique_tensors(model.state_dict()), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     meta = {
         "format": PRUNED_FORMAT,
         "allocation": info["allocation"],
