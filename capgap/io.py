@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from capgap.errors import CapgapError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -75,8 +77,6 @@ def _json_default(obj: Any) -> Any:
 
 def iter_jsonl(lines: Iterable[str], where: str) -> Iterator[tuple[int, Any]]:
     """(line number, parsed row) for each non-blank JSON line; bad JSON is a one-line error."""
-    from capgap.errors import CapgapError
-
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ import yaml
 
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
-from capgap.io import dumps_line, write_json
+from capgap.io import dumps_line, write_json, write_text
 
 DONE = "DONE.json"
 CONFIG = "config.yaml"
@@ -141,7 +142,6 @@ class RunDir:
     def truncate_metrics(self, step: int) -> None:
         """Drop records logged after ``step`` (they are redone on resume)."""
         kept = [r for r in self.metrics() if int(r.get("step", 0)) <= step]
-        from capgap.io import write_text
 
         write_text(self.path / METRICS, "".join(dumps_line(r) for r in kept))
 
@@ -210,9 +210,7 @@ def use_threads(threads: int) -> None:
     A driver killed by a signal it cannot handle (``kill -9``, a lost session) would otherwise
     leave its workers training on, fighting a resumed driver for the same cores and folders.
     Their artefacts are written atomically, so an abrupt exit loses only unsaved steps."""
-    import threading
-
-    import torch
+    import torch  # only pool workers need it; run folders are read by torch-free tools
 
     os.environ["CAPGAP_THREADS"] = str(threads)
     torch.set_num_threads(threads)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
+
 HELP = "list the architecture families capgap prunes, distills and plans (the registry)"
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from capgap.errors import CapgapError
 
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
+
 HELP = ("convert a model into a plain Hugging Face folder: SmolLM2 from its GGUF, or a "
         "per-layer-shaped pruned student (zero-padded, same logits)")
 SOURCES = ("smollm2", "pruned")

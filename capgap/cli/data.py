@@ -9,6 +9,9 @@ from typing import Any
 
 from capgap.data.corpus import DEFAULT_CHUNK_CHARS, DEFAULT_VAL_FRACTION
 from capgap.errors import CapgapError
+from capgap.io import atomic_dir, write_json
+
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
 
 HELP = "Prepare data: load a corpus, train or load a tokenizer, tokenise it once into the cache."
 
@@ -115,7 +118,6 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Do the work and return the summary (corpus, tokenizer and token-stream facts)."""
     from capgap.data import DEFAULT_VOCAB_SIZE, TokenStore, get_tokenizer, load_corpus
     from capgap.data.tokenizer import load_tokenizer, tokenizer_hash
-    from capgap.io import atomic_dir, write_json
 
     corpus = load_corpus(
         args.corpus,

@@ -13,6 +13,8 @@ from capgap.errors import CapgapError
 from capgap.io import write_json
 from capgap.report.text import table
 
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
+
 HELP = ("evaluate models: held-out loss (nats/token), perplexity and bits per byte, or "
         "lm-eval benchmarks with --tasks/--suite; --compare tabulates saved results")
 

@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from capgap.errors import CapgapError
+from capgap.io import write_json
 from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR
+from capgap.units import format_size, parse_size, parse_sizes
+
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
 
 HELP = "Fit the capacity-gap law T* = a·S + b from a sweep; recommend a teacher with it."
 
@@ -101,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from capgap.io import write_json
     from capgap.law import fit_source, plot_law
     from capgap.law.plot import FORMATS
 
@@ -139,7 +142,6 @@ def summarise_fit(law: dict[str, Any]) -> str:
     """The law in a few human lines: both fits with intervals, LOO error, per-size table."""
     from capgap.law.bracket import bracket_text
     from capgap.law.cells import AS_GIVEN
-    from capgap.units import format_size
 
     si = law["size_unit"] != AS_GIVEN
     fmt = partial(format_size, si=si)
@@ -209,7 +211,6 @@ def _num(x: float | None, spec: str) -> str:
 
 
 def _budget(args: argparse.Namespace) -> int:
-    from capgap.io import write_json
     from capgap.law.budget import fit_budget_law, rows_from
     from capgap.law.cells import matches, read_table
 
@@ -253,7 +254,6 @@ def summarise_budget(law: Any) -> str:
 
 def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
     from capgap.law.budget import BudgetLaw
-    from capgap.units import parse_size
 
     law = BudgetLaw.from_dict(data)
     teachers = parse_losses(args.teachers.split(","), "--teachers") if args.teachers else None
@@ -278,7 +278,6 @@ def _predict(args: argparse.Namespace) -> int:
     from capgap.law import predict
     from capgap.law.budget import FORMAT
     from capgap.law.predict import check_law, paper_law, predict_range, read_law
-    from capgap.units import parse_size, parse_sizes
 
     law = read_law(args.law) if args.law else paper_law()
     if law.get("format") == FORMAT:
@@ -300,7 +299,6 @@ def _predict(args: argparse.Namespace) -> int:
 def summarise_prediction(rec: Any) -> str:
     """The recommendation in a few human lines."""
     from capgap.law.cells import AS_GIVEN
-    from capgap.units import format_size
 
     si = rec.size_unit != AS_GIVEN
     fmt = partial(format_size, si=si)
@@ -324,7 +322,6 @@ def summarise_prediction(rec: Any) -> str:
 def summarise_range(rec: Any) -> str:
     """The teacher range of a law-less sweep in a few human lines."""
     from capgap.law.cells import AS_GIVEN
-    from capgap.units import format_size
 
     fmt = partial(format_size, si=rec.size_unit != AS_GIVEN)
     hi = "unbounded" if rec.teacher_hi is None else fmt(rec.teacher_hi)

@@ -10,6 +10,8 @@ from pathlib import Path
 from capgap.cli.common import add_config_flags, load_stage_config
 from capgap.cli.sweep import add_sweep_flags, describe_summary
 
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
+
 HELP = ("the main job: pretrain the default micro family, sweep teacher x student, fit the "
         "law, write the report (re-running resumes; --preset large goes further)")
 

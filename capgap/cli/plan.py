@@ -9,6 +9,8 @@ from capgap.errors import CapgapError
 from capgap.report.text import table
 from capgap.units import parse_count, parse_size
 
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
+
 HELP = "estimate FLOPs, GPU-hours and per-GPU memory of a distillation run; pick the sharding"
 
 

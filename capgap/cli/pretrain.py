@@ -7,6 +7,8 @@ import argparse
 from capgap.cli.common import add_config_flags, add_run_flags, load_stage_config, print_json
 from capgap.report.text import table
 
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
+
 HELP = "pretrain a family of teacher models from scratch on a corpus"
 
 COLUMNS = [("name", "size", "s"), ("params", "params", ",d"),

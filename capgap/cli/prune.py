@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from capgap.cli.common import print_json
 from capgap.errors import CapgapError
 from capgap.units import flag_type, parse_count
 
@@ -106,7 +107,6 @@ def calibration(model, tokenizer, args: argparse.Namespace) -> list:  # noqa: AN
 
 
 def run(args: argparse.Namespace) -> int:
-    from capgap.cli.common import print_json
     from capgap.models.anymodel import load_any_model
     from capgap.prune import prune, save_pruned
     from capgap.prune.api import check

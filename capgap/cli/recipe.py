@@ -8,6 +8,8 @@ from typing import Any
 from capgap.cli.common import add_config_flags, add_run_flags, load_stage_config, print_json
 from capgap.errors import CapgapError
 
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
+
 HELP = "run a whole compression recipe (minima: MiniMA's prune, distill, instruction-tune)"
 
 

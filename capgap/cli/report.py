@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
+
 HELP = "write DIR/report/index.html for a sweep (loss-vs-teacher curves, law, tables)"
 
 

@@ -6,7 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from capgap.cli.common import add_config_flags, print_json
+from capgap.cli.common import add_config_flags, load_stage_config, print_json
+
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
 
 HELP = ("run a study: named sweeps (budgets, seeds, controls, architectures, objectives) "
         "sharing their teachers; re-running resumes (--preset study: the capacity-gap study)")
@@ -29,7 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capgap.cli.common import load_stage_config
     from capgap.law.bracket import common_text, ratio_text
     from capgap.study import StudyConfig, report_study, run_study
 

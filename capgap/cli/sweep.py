@@ -6,10 +6,12 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from capgap.cli.common import add_config_flags, print_json
+from capgap.cli.common import add_config_flags, load_stage_config, print_json
 
 if TYPE_CHECKING:
     from capgap.sweep import SweepSummary
+
+# The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
 
 HELP = "run the teacher x student sweep (prune, distil, baseline, evaluate; re-run resumes)"
 
@@ -36,7 +38,6 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from capgap.cli.common import load_stage_config
     from capgap.report import summary_table
     from capgap.sweep import SweepConfig, run_sweep
 

@@ -25,9 +25,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from capgap.config import load
 from capgap.errors import CapgapError
+from capgap.models.anymodel import load_any_model
+from capgap.models.params import count_params
 
 TASKS_DIR = Path(__file__).parent / "tasks"
 # Preferred headline metric when a task is run without a suite entry naming one.
@@ -67,8 +71,6 @@ def suite_names() -> list[str]:
 
 def load_suite(name_or_path: str | Path) -> Suite:
     """A shipped suite by name (``paper``) or a suite YAML file by path."""
-    from capgap.config import load
-
     path = Path(name_or_path)
     if not path.is_file():
         path = Path(str(resources.files("capgap.evaluate") / "suites" / f"{name_or_path}.yaml"))
@@ -81,7 +83,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
 def require_lm_eval() -> Any:
     """The ``lm_eval`` module, or a one-line install hint."""
     try:
-        import lm_eval
+        import lm_eval  # optional and slow to import (datasets, evaluate): only when asked
     except ImportError:
         raise CapgapError("lm-evaluation-harness is not installed: pip install 'capgap[eval]' "
                           "(or pip install 'lm-eval>=0.4.5,<0.5')") from None
@@ -148,8 +150,6 @@ def evaluate_tasks(
     lm_eval = require_lm_eval()
     from lm_eval.models.huggingface import HFLM
 
-    from capgap.models.params import count_params
-
     suite = load_suite(suite) if isinstance(suite, (str, Path)) else suite
     plan = _plan(tasks, suite, num_fewshot)
     if not plan:
@@ -206,10 +206,6 @@ def _plan(tasks: Sequence[str], suite: Suite | None,
 
 
 def _load(path: str | Path, dtype: Any) -> tuple[nn.Module, Any]:
-    import torch
-
-    from capgap.models.anymodel import load_any_model
-
     if dtype is None:  # bf16 is what these models run in on GPUs; CPUs are faster in fp32
         dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     model, tokenizer = load_any_model(path, dtype=dtype)

@@ -1,7 +1,7 @@
 """Plot a fitted law: per-size metric-vs-teacher curves and the T*-vs-S fit with its band.
 
-matplotlib is imported inside :func:`plot_law` (Agg backend) so importing ``capgap.law``
-stays cheap and works without a display.
+matplotlib is imported on first use (:func:`pyplot`, Agg backend) so importing
+``capgap.law`` stays cheap and works without a display.
 """
 
 from __future__ import annotations
@@ -22,17 +22,24 @@ from capgap.units import format_size
 FORMATS = ("png", "pdf", "svg")
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed), imported on first use:
+    it takes ~1 s, which ``import capgap.law`` and every CLI command would otherwise pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def plot_law(law: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the figure of ``law`` to ``path`` (.png, .pdf or .svg), atomically."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise CapgapError(f"{path}: plot format must be one of {', '.join(FORMATS)}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     curves = [s for s in law.get("sizes", []) if "teachers" in s]
     ncols = 2 if curves else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4.5), squeeze=False)
@@ -48,8 +55,7 @@ def plot_law(law: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
 
 def _plot_curves(ax: Any, sizes: list[Mapping[str, Any]], law: Mapping[str, Any]) -> None:
     """Metric vs teacher size for each student size; best teacher starred, vertex ticked."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     si = law.get("size_unit") != AS_GIVEN
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
     for size, color in zip(sizes, colors, strict=True):
@@ -172,7 +178,7 @@ def _band(law: Mapping[str, Any], grid: np.ndarray) -> tuple[np.ndarray, np.ndar
 def _log_size_axes(ax: Any, which: str, law: Mapping[str, Any]) -> None:
     """Log scale on the ``which`` axes ("x", "xy"), sizes printed as 1M, 2.5M, ..., and no
     crowded minor labels."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter  # on first use, as pyplot()
 
     si = law.get("size_unit") != AS_GIVEN
     for name in which:

@@ -12,6 +12,7 @@ from importlib import resources
 from transformers import CONFIG_MAPPING, PretrainedConfig
 
 from capgap.errors import CapgapError
+from capgap.models.io import load_config
 
 
 def spec_names() -> list[str]:
@@ -26,7 +27,6 @@ def load_spec(spec: str) -> PretrainedConfig:
         data = json.loads((resources.files("capgap.plan") / "specs" / f"{spec}.json").read_text())
         data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_note": provenance
         return CONFIG_MAPPING[data.pop("model_type")](**data)
-    from capgap.models.io import load_config
 
     try:
         return load_config(spec)

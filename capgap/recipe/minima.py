@@ -38,17 +38,31 @@ import yaml
 from torch import nn
 
 from capgap import config as cfgmod
-from capgap.distill.engine import ObjectiveConfig
+from capgap.data import calibration_batches
+from capgap.data.stream import (
+    TOKENS_PREFIX,
+    StreamSource,
+    is_token_store_spec,
+    store_path,
+    stream_store,
+)
+from capgap.distill.engine import DistillConfig, DistillDataConfig, ObjectiveConfig, distill
 from capgap.errors import CapgapError
-from capgap.evaluate.heldout import EvalConfig
+from capgap.evaluate.heldout import EvalConfig, model_context
 from capgap.io import write_json
+from capgap.law import load_law, predict
+from capgap.law.cells import AS_GIVEN, SIZE_UNITS
+from capgap.models.anymodel import load_any_model, resolve_model_path
+from capgap.models.io import load_config, load_tokenizer
+from capgap.models.params import count_params, count_params_from_config
 from capgap.models.pruned import KeepPlan
-from capgap.prune import Scores
-from capgap.recipe.mixture import MixtureSource, normalised_weights
-from capgap.recipe.sft import SFTConfig
+from capgap.prune import PruneResult, Scores, materialize, save_pruned, score
+from capgap.recipe.mixture import MixtureSource, mixture_corpus, normalised_weights, read_meta
+from capgap.recipe.sft import SFTConfig, instruction_tune, load_conversations, use_chat_template
 from capgap.recipe.shapes import Shape, minima_shape, reshape_config
 from capgap.runs import RunDir, is_complete
 from capgap.train.loop import TrainConfig
+from capgap.units import format_size, parse_size
 
 FOLDERS = {"prune": "1-prune", "distill": "2-distill", "sft": "3-sft"}
 RECORD = "recipe.json"
@@ -137,8 +151,6 @@ class MinimaConfig:
 
 def target_params(cfg: MinimaConfig) -> int:
     """The student size in parameters (the config may say '2.9B')."""
-    from capgap.units import parse_size
-
     return int(round(parse_size(cfg.prune.target_params)))
 
 
@@ -182,10 +194,6 @@ def run_minima(cfg: MinimaConfig, out: str | Path, resume: bool = False,
 
 def _plan(cfg: MinimaConfig) -> tuple[Any, Shape]:
     """The teacher's config and the student shape, plus the cheap checks of later stages."""
-    from capgap.models.anymodel import resolve_model_path
-    from capgap.models.io import load_config, load_tokenizer
-    from capgap.recipe.sft import load_conversations, use_chat_template
-
     teacher = resolve_model_path(cfg.teacher)
     config = load_config(teacher)
     p = cfg.prune
@@ -197,8 +205,6 @@ def _plan(cfg: MinimaConfig) -> tuple[Any, Shape]:
 
 
 def _size(config: Any, non_embedding: bool = False) -> int:
-    from capgap.models.params import count_params_from_config
-
     n = count_params_from_config(config)
     return n.non_embedding if non_embedding else n.total
 
@@ -215,9 +221,6 @@ def law_check(cfg: MinimaConfig, teacher_config: Any, shape: Shape) -> dict[str,
     """Whether the recipe's teacher is the candidate the law ranks first for this student."""
     if not cfg.law.law:
         return None
-    from capgap.law import load_law, predict
-    from capgap.law.cells import AS_GIVEN, SIZE_UNITS
-    from capgap.units import format_size
 
     law = load_law(cfg.law.law)
     ne = law["size_unit"] == SIZE_UNITS["non_embedding"]
@@ -243,10 +246,6 @@ def law_check(cfg: MinimaConfig, teacher_config: Any, shape: Shape) -> dict[str,
 
 def _teacher_size(spec: str, non_embedding: bool) -> float:
     """A size ('1.3B', 3e9) as given, or the size of the model folder ``spec`` names."""
-    from capgap.models.anymodel import resolve_model_path
-    from capgap.models.io import load_config
-    from capgap.units import parse_size
-
     try:
         return parse_size(spec)
     except CapgapError:
@@ -271,10 +270,6 @@ def shape_plan(scores: Scores, shape: Shape) -> KeepPlan:
 
 def prune_stage(cfg: MinimaConfig, shape: Shape, out: Path, force: bool = False) -> dict[str, Any]:
     """Score the teacher, slice it to ``shape``, save a vanilla checkpoint in ``out/model``."""
-    from capgap.models.anymodel import load_any_model
-    from capgap.models.params import count_params
-    from capgap.prune import PruneResult, materialize, save_pruned, score
-
     run = RunDir.open(out, resume=True)
     if run.complete:
         return run.summary()["result"]
@@ -308,9 +303,6 @@ def prune_stage(cfg: MinimaConfig, shape: Shape, out: Path, force: bool = False)
 
 def _calibration(model: nn.Module, tokenizer: Any, p: PruneStage) -> list[torch.Tensor]:
     """Training-split windows of the calibration corpus in the teacher's tokenizer."""
-    from capgap.data import calibration_batches
-    from capgap.evaluate.heldout import model_context
-
     seq_len = p.seq_len or model_context(model, default=512)
     return calibration_batches(p.corpus, tokenizer, p.calib_tokens, seq_len, p.batch_size, p.seed)
 
@@ -321,17 +313,11 @@ def _calibration(model: nn.Module, tokenizer: Any, p: PruneStage) -> list[torch.
 def distill_stage(cfg: MinimaConfig, student: Path, out: Path,
                   force: bool = False) -> dict[str, Any]:
     """Distil the pruned student from the teacher on the mixture (engine's run folder)."""
-    from capgap.distill.engine import DistillConfig, DistillDataConfig, distill
-    from capgap.models.io import load_tokenizer
-    from capgap.recipe.mixture import mixture_corpus
-
     d = cfg.distill
     if not is_complete(out):
         tokenizer = load_tokenizer(student)
         tokens = d.mixture_tokens or d.train.tokens
         if d.stream:
-            from capgap.data.stream import TOKENS_PREFIX, StreamSource, stream_store
-
             path = stream_store([StreamSource(m.corpus, m.weight, m.text_field)
                                  for m in d.mixture], tokenizer, tokens, seed=d.train.seed,
                                 shuffle_buffer=d.shuffle_buffer)
@@ -350,9 +336,6 @@ def distill_stage(cfg: MinimaConfig, student: Path, out: Path,
 
 def _mixture_meta(corpus: str) -> dict[str, Any] | None:
     """The realised mixture: the streamed store's sources, or the in-memory mixture's."""
-    from capgap.data.stream import is_token_store_spec, store_path
-    from capgap.recipe.mixture import read_meta
-
     if is_token_store_spec(corpus):
         meta = json.loads((store_path(corpus) / "meta.json").read_text(encoding="utf-8"))
         keys = ("requested_tokens", "limited_by_source", "sources")
@@ -361,6 +344,4 @@ def _mixture_meta(corpus: str) -> dict[str, Any] | None:
 
 
 def _sft(cfg: MinimaConfig, model: Path, out: Path, force: bool) -> dict[str, Any]:
-    from capgap.recipe.sft import instruction_tune
-
     return instruction_tune(cfg.sft, model, out, resume=True, force=force)["result"]

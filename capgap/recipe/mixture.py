@@ -30,6 +30,7 @@ import numpy as np
 from capgap.data.cache import build_once, cache_dir
 from capgap.data.corpus import Corpus, chunk_ends, load_corpus
 from capgap.data.stream import normalise_weights
+from capgap.data.tokenizer import tokenizer_hash
 from capgap.errors import CapgapError
 from capgap.io import write_json
 
@@ -66,7 +67,6 @@ def mixture_corpus(sources: list[MixtureSource], tokenizer: Any, tokens: int, se
         return live[0][0].corpus
     if tokens <= 0:
         raise CapgapError(f"a mixture needs a positive token count, got {tokens}")
-    from capgap.data.tokenizer import tokenizer_hash
 
     corpora = [load_corpus(s.corpus, text_field=s.text_field) for s, _ in live]
     key = json.dumps({"v": _VERSION, "tokenizer": tokenizer_hash(tokenizer), "tokens": tokens,

@@ -29,8 +29,10 @@ from torch import nn
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import iter_jsonl, write_json
-from capgap.runs import RunDir
-from capgap.train.loop import OptimConfig, TrainConfig
+from capgap.models.anymodel import load_any_model, save_any_model
+from capgap.runs import RunDir, is_complete
+from capgap.train.loop import OptimConfig, TrainConfig, train
+from capgap.train.loss import lm_loss
 
 IGNORE = -100
 SAMPLE = "sample"  # names the bundled chat set (capgap/recipe/data/chat_sample.jsonl)
@@ -129,7 +131,7 @@ def encode_chat(messages: list[dict[str, str]], tokenizer: Any,
                 max_len: int) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one conversation: labels copy the ids on assistant turns and are
     -100 everywhere else; cut to ``max_len`` tokens."""
-    from jinja2 import TemplateError
+    from jinja2 import TemplateError  # transformers' optional chat-template engine
 
     def render(msgs: list[dict[str, str]], prompt: bool) -> str:
         try:
@@ -199,8 +201,6 @@ def collate(rows: list[tuple[list[int], list[int]]], seq_len: int,
 
 
 def _step(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    from capgap.train.loss import lm_loss
-
     out = lm_loss(model, batch["input_ids"], batch["labels"], batch["attention_mask"])
     return out.loss, {"response_tokens": out.n_tokens}
 
@@ -215,8 +215,6 @@ def _split(n: int, fraction: float) -> tuple[list[int], list[int]]:
 def response_loss(model: nn.Module, examples: list[tuple[list[int], list[int]]], seq_len: int,
                   pad_id: int, batch_size: int = 8) -> float:
     """Mean CE over assistant tokens of ``examples`` (token-weighted)."""
-    from capgap.train.loss import lm_loss
-
     total, count = 0.0, 0
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -247,10 +245,6 @@ def instruction_tune(cfg: SFTConfig, model_path: str | Path, out: str | Path,
     """Fine-tune the model at ``model_path`` on chat data into run folder ``out``; returns
     the summary stored in ``DONE.json`` (a finished run is returned as is). ``force``:
     resume although the config changed."""
-    from capgap.models.anymodel import load_any_model, save_any_model
-    from capgap.runs import is_complete
-    from capgap.train.loop import train
-
     if resume and is_complete(out):
         return RunDir(Path(out), True, True).summary()
     cfg = cfgmod.checked(cfg)

@@ -8,7 +8,9 @@ one line per setting — the rise-then-fall (or its absence) the law is built fr
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 from capgap.io import atomic_path, write_text
 from capgap.law.bracket import bracket_text
+from capgap.law.plot import plot_law, pyplot
 from capgap.report.tables import COLUMNS, COMPUTE_COLUMNS, TEACHER_COLUMNS, paired_table
 from capgap.report.text import table
 from capgap.results.accounting import compute_rows, status_counts, teacher_rows
@@ -50,9 +53,6 @@ def write_cells_csv(rows: list[CellRow], path: Path) -> None:
     """Every cell of the sweep database as CSV, for pandas, a spreadsheet or a git diff: the
     ``cells`` columns (``capgap.results.store.COLUMNS``) without the machine's run paths, one
     row per cell in key order."""
-    import csv
-    import io
-
     names = [c for c in STORE_COLUMNS if c not in _PATH_COLUMNS]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=names, extrasaction="ignore", lineterminator="\n")
@@ -66,19 +66,13 @@ def _targets(rows: list[CellRow]) -> list[int]:
 
 
 def _law_figure(law: dict[str, Any], out: Path) -> tuple[str, str]:
-    from capgap.law import plot_law
-
     path = plot_law(law, out / "law.png")
     return path.name, "The law: best teacher T* against student size S (fit when there is one)"
 
 
 def curve_figure(rows: list[CellRow], target: int, out: Path) -> tuple[str, str] | None:
     """Val loss vs teacher params for one student size; None when it has no finished rows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     mine = [r for r in rows if r.student_target == target and r.status == "done"]
     if not mine:
         return None
@@ -98,11 +92,7 @@ def curve_figure(rows: list[CellRow], target: int, out: Path) -> tuple[str, str]
 def gain_figure(rows: list[CellRow], out: Path) -> tuple[str, str] | None:
     """Distillation gain (baseline loss - distilled loss, mean over seeds) against the
     teacher/student ratio, one line per student size; None without paired cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paired = [p for p in paired_rows(rows) if p.gain is not None]
     if not paired:
         return None
@@ -130,7 +120,7 @@ def gain_figure(rows: list[CellRow], out: Path) -> tuple[str, str] | None:
 
 def ratio_axis(axis: Any) -> None:
     """A log axis of size ratios labelled 1, 2, 5, 10, 20 ... instead of 2x10^0."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # as pyplot()
 
     axis.set_major_locator(FixedLocator([m * 10.0**e for e in range(-1, 4) for m in (1, 2, 5)]))
     axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
@@ -139,14 +129,12 @@ def ratio_axis(axis: Any) -> None:
 
 def save_figure(fig: Any, ax: Any, path: Path) -> None:
     """The report's figure finish: small legend, light grid, PNG written atomically, closed."""
-    import matplotlib.pyplot as plt
-
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def _series(rows: list[CellRow]) -> Iterable[tuple[str, list[tuple[float, float]], bool]]:

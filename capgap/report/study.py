@@ -8,8 +8,8 @@ import html
 from typing import Any
 
 from capgap.law.bracket import bracket_text, common_text, ratio_text
+from capgap.report.findings import findings_lines
 from capgap.report.synthesis import control_line, optimum_line, relative_line
-from capgap.report.text import findings_lines
 from capgap.results.defaults import PAPER_RATIO
 
 BUDGET_IMAGE = "optimum_vs_budget.png"

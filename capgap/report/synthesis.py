@@ -9,8 +9,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from capgap.law.plot import pyplot
+from capgap.report.html import ratio_axis, save_figure
 from capgap.results.defaults import PAPER_RATIO, SIGNAL
 from capgap.results.optimum import best_index
+from capgap.units import format_size
 
 
 def _m(x: float) -> str:
@@ -77,14 +80,7 @@ def budget_figure(budget: list[dict[str, Any]], path: str | Path,
     the pooled law) as grey boxes. False (nothing written) without at least one row."""
     if not budget:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from capgap.report.html import ratio_axis, save_figure
-    from capgap.units import format_size
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     sizes = sorted({g["student_target"] for g in budget})
     for i, s in enumerate(sizes):
@@ -124,14 +120,7 @@ def penalty_figure(budget: list[dict[str, Any]], path: str | Path) -> bool:
     margins of 0.02 in one view. False (nothing written) without a row."""
     if not budget:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from capgap.report.html import ratio_axis
-    from capgap.units import format_size
-
+    plt = pyplot()
     sizes = sorted({g["student_target"] for g in budget})
     budgets = sorted({g["tokens"] for g in budget})
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.4 * len(sizes), 3.8), squeeze=False)
@@ -166,10 +155,7 @@ def control_figure(control: list[dict[str, Any]], path: str | Path) -> bool:
     (dashed), best of each starred. False (nothing written) without a group."""
     if not control:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(control), figsize=(4.6 * len(control), 3.8), squeeze=False)
     for ax, c in zip(axes[0], control, strict=True):
         t = [x["teacher_params"] for x in c["teachers"]]
@@ -199,10 +185,7 @@ def objectives_figure(groups: list[dict[str, Any]], path: str | Path) -> bool:
     panels = sorted({(g["tokens"], g["student_target"]) for g in groups})
     if not panels:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (tokens, size) in zip(axes[0], panels, strict=True):
         mine = [g for g in groups if (g["tokens"], g["student_target"]) == (tokens, size)]
@@ -229,7 +212,7 @@ def objectives_figure(groups: list[dict[str, Any]], path: str | Path) -> bool:
 
 def _label_ticks(axis: Any, values: Iterable[float], fmt: Any) -> None:
     """Major ticks at exactly ``values`` (teachers, budgets), labelled by ``fmt``; no minors."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # as pyplot()
 
     axis.set_major_locator(FixedLocator(sorted(values)))
     axis.set_major_formatter(FuncFormatter(lambda x, _: fmt(x)))
@@ -238,8 +221,6 @@ def _label_ticks(axis: Any, values: Iterable[float], fmt: Any) -> None:
 
 def _save_panels(fig: Any, axes: Any, path: str | Path) -> None:
     """Legend and grid on every panel, then the report's figure finish on the last."""
-    from capgap.report.html import save_figure
-
     for ax in axes[:-1]:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

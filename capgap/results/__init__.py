@@ -12,13 +12,25 @@ the report renders them. Defined here, once each:
 * what a sweep spent (:mod:`.accounting`).
 """
 
-from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR, PAPER_RATIO, SIGNAL
-from capgap.results.findings import findings, hypotheses, law_summary
-from capgap.results.pairing import Paired, paired_rows
-from capgap.results.rows import COLUMNS, CellRow, PartRow
-from capgap.results.store import read_rows
-from capgap.results.synthesis import synthesis, tag_rows
+from __future__ import annotations
 
-__all__ = ["COLUMNS", "LAW_BOOTSTRAP", "LAW_CI", "NOISE_FLOOR", "PAPER_RATIO", "SIGNAL",
-           "CellRow", "Paired", "PartRow", "findings", "hypotheses", "law_summary",
-           "paired_rows", "read_rows", "synthesis", "tag_rows"]
+import importlib
+from typing import Any
+
+_LAZY = {  # imported on first use: the CLI reads the defaults for --help without numpy
+    **dict.fromkeys(("LAW_BOOTSTRAP", "LAW_CI", "NOISE_FLOOR", "PAPER_RATIO", "SIGNAL"),
+                    "defaults"),
+    **dict.fromkeys(("findings", "hypotheses", "law_summary"), "findings"),
+    **dict.fromkeys(("Paired", "paired_rows"), "pairing"),
+    **dict.fromkeys(("COLUMNS", "CellRow", "PartRow"), "rows"),
+    "read_rows": "store",
+    **dict.fromkeys(("synthesis", "tag_rows"), "synthesis"),
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"capgap.results.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'capgap.results' has no attribute {name!r}")

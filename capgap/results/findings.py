@@ -13,7 +13,7 @@ For one setting (objective, allocation, init, budget) of a sweep:
 
 Verdicts are deliberately plain strings ("yes", "no", "not testable"), each with the numbers
 behind it, so a report or a README can quote them without re-deriving anything; the report
-renders them (:func:`capgap.report.text.findings_lines`).
+renders them (:func:`capgap.report.findings.findings_lines`).
 """
 
 from __future__ import annotations

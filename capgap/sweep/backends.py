@@ -17,7 +17,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from capgap.errors import CapgapError
-from capgap.runs import use_threads
+from capgap.runs import env_threads, use_threads
 from capgap.sweep.cell import run_task
 
 BACKENDS = ("local", "ray")
@@ -27,8 +27,6 @@ Callback = Callable[[Payload], None]
 
 def threads_per_worker(workers: int) -> int:
     """Torch threads for each of ``workers``: the cores (CAPGAP_THREADS or all) split evenly."""
-    from capgap.runs import env_threads
-
     return max(1, env_threads() // max(1, workers))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capgap.distill.engine import DistillDataConfig, ObjectiveConfig
+from capgap.distill.losses import get_divergence
 from capgap.errors import CapgapError
 from capgap.evaluate.heldout import EvalConfig
 from capgap.prune.allocate import ALLOCATIONS
@@ -114,8 +115,6 @@ class SweepConfig:
     """At most this many students per lockstep group (0: no limit); caps memory."""
 
     def validate(self) -> None:
-        from capgap.distill.losses import get_divergence
-
         if not self.objectives:
             raise CapgapError("objectives: give at least one divergence (e.g. [soft_ce])")
         for name in self.objectives:

@@ -17,10 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from capgap import data
+from capgap.evaluate.heldout import model_context
 from capgap.io import write_json
+from capgap.models.anymodel import load_any_model, save_any_model
 from capgap.models.init import reinitialise
+from capgap.models.params import count_params
+from capgap.prune import Scores, prune, score
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, Teacher, safe_name
+from capgap.train.pretrain import pretrain
 
 STUDENT_META = "student.json"
 
@@ -30,8 +36,6 @@ def resolve_teachers(cfg: SweepConfig, out: Path, workers: int = 1) -> list[Teac
     smallest first."""
     teachers: list[Teacher] = []
     if cfg.teachers.pretrain is not None:
-        from capgap.train.pretrain import pretrain
-
         family = cfg.teachers.pretrain.family
         for r in pretrain(cfg.teachers.pretrain, out / "teachers", resume=True,
                           workers=workers):
@@ -43,8 +47,6 @@ def resolve_teachers(cfg: SweepConfig, out: Path, workers: int = 1) -> list[Teac
 
 
 def _sized_teacher(path: str) -> Teacher:
-    from capgap.models.anymodel import load_any_model
-    from capgap.models.params import count_params
 
     model, _ = load_any_model(path)
     n = count_params(model)
@@ -71,8 +73,6 @@ def prepare_students(cfg: SweepConfig, out: Path, cells: list[CellSpec]) -> None
 
 def _prepare_teacher(cfg: SweepConfig, out: Path, cells: list[CellSpec]) -> None:
     """Load the teacher once, score it once, then cut every student it is asked for."""
-    from capgap.models.anymodel import load_any_model
-
     teacher = cells[0].pruned_from
     model, tokenizer = load_any_model(teacher.path)
     scores = teacher_scores(cfg, out, teacher, model, tokenizer)
@@ -88,8 +88,6 @@ def _prepare_teacher(cfg: SweepConfig, out: Path, cells: list[CellSpec]) -> None
 def teacher_scores(cfg: SweepConfig, out: Path, teacher: Teacher, model: Any,
                    tokenizer: Any) -> Any:
     """The teacher's expressiveness scores, computed once and cached on disk."""
-    from capgap.prune import Scores, score
-
     folder = scores_dir(out, teacher)
     if (folder / "scores.json").is_file():
         return Scores.load(folder)
@@ -100,19 +98,14 @@ def teacher_scores(cfg: SweepConfig, out: Path, teacher: Teacher, model: Any,
 
 def calibration_batches(cfg: SweepConfig, model: Any, tokenizer: Any) -> list[Any]:
     """Training-split batches for scoring (the validation split stays unseen)."""
-    from capgap.data import calibration_batches as batches
-    from capgap.evaluate.heldout import model_context
-
     s = cfg.scoring
     seq_len = s.seq_len or cfg.data.seq_len or model_context(model)
-    return batches(cfg.data.corpus, tokenizer, s.tokens, seq_len, s.batch_size, s.seed)
+    return data.calibration_batches(cfg.data.corpus, tokenizer, s.tokens, seq_len, s.batch_size,
+                                    s.seed)
 
 
 def make_student(teacher: Any, tokenizer: Any, scores: Any, cell: CellSpec, folder: Path) -> None:
     """Prune ``teacher`` to the cell's size (and re-initialise it for ``init: scratch``)."""
-    from capgap.models.anymodel import save_any_model
-    from capgap.prune import prune
-
     start = time.perf_counter()
     result = prune(teacher, scores, target_params=cell.student_target,
                    allocation=cell.allocation)

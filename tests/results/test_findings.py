@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from capgap.law import fit_source
-from capgap.report.text import findings_lines
+from capgap.report.findings import findings_lines
 from capgap.results.findings import findings
 
 TEACHERS = [500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000, 16_000_000]
