@@ -51,7 +51,7 @@ def build_report(sweep_dir: str | Path) -> Path:
 
 def write_cells_csv(rows: list[CellRow], path: Path) -> None:
     """Every cell of the sweep database as CSV, for pandas, a spreadsheet or a git diff: the
-    ``cells`` columns (``capgap.results.store.COLUMNS``) without the machine's run paths, one
+    ``cells`` columns (``capgap.results.rows.COLUMNS``) without the machine's run paths, one
     row per cell in key order."""
     names = [c for c in STORE_COLUMNS if c not in _PATH_COLUMNS]
     buf = io.StringIO()
