@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from capgap.data.corpus import Corpus, load_corpus
+from capgap.data.tokens import TokenStore
 from capgap.errors import CapgapError
 
 
@@ -107,8 +108,6 @@ def calibration_batches(
     (None: the embedded corpus).
     Returns ``ceil(tokens / (batch_size * seq_len))`` tensors of shape (B, T).
     """
-    from capgap.data.tokens import TokenStore
-
     if tokenizer is None:
         raise CapgapError("a model without a tokenizer cannot be scored on calibration text; "
                           "give it a tokenizer or reuse saved scores")
