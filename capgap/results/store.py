@@ -12,11 +12,12 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from capgap.errors import CapgapError
+from capgap.io import atomic_path
 from capgap.results.rows import COLUMNS, CellRow
 
 DB_NAME = "results.sqlite"
@@ -27,6 +28,7 @@ ADDED = {"pruned_from"}  # columns newer than the first schema: added to older d
 NAMES = [c for c, _, _ in COLUMNS]
 ORDER_BY = ("student_target", "teacher_params", "objective", "allocation", "init", "tokens", "seed")
 ORDER = " ORDER BY " + ", ".join(ORDER_BY)
+SCHEMA = f"CREATE TABLE IF NOT EXISTS cells ({', '.join(f'{n} {t}' for n, t, _ in COLUMNS)})"
 
 
 class Store:
@@ -34,12 +36,14 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():  # created whole: a reader never finds it without its table
+            with atomic_path(self.path) as tmp, closing(sqlite3.connect(tmp)) as con:
+                con.execute(SCHEMA)
+                con.commit()
         self._con = sqlite3.connect(self.path, timeout=30)
         self._con.row_factory = sqlite3.Row
         with self._tx() as con:
-            cols = ", ".join(f"{n} {t}" for n, t, _ in COLUMNS)
-            con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
+            con.execute(SCHEMA)
         have = {r[1] for r in self._con.execute("PRAGMA table_info(cells)")}
         if set(NAMES) - ADDED <= have:
             with self._tx() as con:
