@@ -19,6 +19,7 @@ Resume semantics, identical for every stage:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -102,7 +103,7 @@ class RunDir:
         new = cfgmod.to_dict(config)
         if self.resumed and target.exists():
             old = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
-            diffs = _differences(old, new)
+            diffs = [d for d in _differences(old, new) if not _new_default(d, old, new, config)]
             if not diffs:
                 return []
             if not force:
@@ -179,6 +180,23 @@ class RunDir:
         """The summary stored in DONE.json (empty for an unfinished run)."""
         path = self.path / DONE
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _new_default(dotted: str, old: dict, new: dict, config: Any) -> bool:
+    """A key the stored config lacks (written by an older capgap) whose new value is the
+    field's default: the run used that behaviour already, so resuming is safe."""
+    if not dataclasses.is_dataclass(config):
+        return False
+    default = cfgmod.to_dict(type(config)())
+    found = []
+    for tree in (old, new, default):
+        for part in dotted.split("."):
+            tree = tree.get(part, _MISSING) if isinstance(tree, dict) else _MISSING
+        found.append(tree)
+    return found[0] is _MISSING and found[1] is not _MISSING and found[1] == found[2]
+
+
+_MISSING = object()
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

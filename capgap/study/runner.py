@@ -268,7 +268,10 @@ def family_key(sweep: SweepConfig) -> str | None:
     pre = sweep.teachers.pretrain
     if pre is None:
         return None
-    text = json.dumps(cfgmod.to_dict(pre), sort_keys=True, default=str)
+    raw = cfgmod.to_dict(pre)
+    if not raw.get("tokens_per_param"):  # newer than the committed studies: keep their keys
+        raw.pop("tokens_per_param", None)
+    text = json.dumps(raw, sort_keys=True, default=str)
     return f"{Path(pre.family).stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 

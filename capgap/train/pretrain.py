@@ -8,6 +8,8 @@ and ``summary.json`` with one row per size; it is resumable size by size and ste
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -22,8 +24,9 @@ from capgap.data import TokenStore, get_tokenizer, load_corpus, load_tokenizer, 
 from capgap.data.loader import PackedLoader, eval_batches
 from capgap.errors import CapgapError
 from capgap.evaluate.heldout import EvalConfig, evaluate_text
+from capgap.io import write_json
 from capgap.models import build_model, load_family, save_model
-from capgap.models.params import count_params
+from capgap.models.params import count_params, count_params_from_config
 from capgap.runs import RunDir, env_threads, is_complete, use_threads
 from capgap.train.loop import OptimConfig, TrainConfig, train
 from capgap.train.loss import lm_loss, mean_lm_loss
@@ -59,6 +62,19 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=_default_train)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tokens_per_param: float = 0.0
+    """When > 0, each size trains on this many tokens per total parameter (rounded up to
+    whole steps) instead of ``train.tokens``: every teacher equally trained, whatever its size."""
+
+    def validate(self) -> None:
+        if self.tokens_per_param < 0:
+            raise CapgapError(f"tokens_per_param must be >= 0, got {self.tokens_per_param}")
+
+    def train_for(self, params: int) -> TrainConfig:
+        """The training settings of a size with ``params`` total parameters."""
+        if self.tokens_per_param <= 0:
+            return self.train
+        return dataclasses.replace(self.train, tokens=math.ceil(self.tokens_per_param * params))
 
 
 @dataclass
@@ -73,6 +89,8 @@ class SizeResult:
     seconds: float
     tokens_per_s: float
     model_dir: str
+    epochs: float | None = None
+    """Passes over the training split (more than one when the budget exceeds the corpus)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -126,22 +144,23 @@ def pretrain_size(
     if run.complete:
         return SizeResult(**run.summary()["result"])
     seq_len = cfg.data.seq_len or family.seq_len
-    run.write_config({"family": family.name, "size": size, "seq_len": seq_len,
-                      "vocab_size": data.vocab_size, "train": cfg.train})
-    torch.manual_seed(cfg.train.seed)
     tok = data.tokenizer
-    model = build_model(family.build_config(
-        size, vocab_size=data.vocab_size, bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    loader = PackedLoader(data.train, seq_len=seq_len, batch_size=cfg.train.micro_batch_size,
-                          seed=cfg.train.seed)
+    config = family.build_config(size, vocab_size=data.vocab_size, bos_token_id=tok.bos_token_id,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    train_cfg = cfg.train_for(count_params_from_config(config).total)
+    run.write_config({"family": family.name, "size": size, "seq_len": seq_len,
+                      "vocab_size": data.vocab_size, "train": train_cfg})
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(config)
+    loader = PackedLoader(data.train, seq_len=seq_len, batch_size=train_cfg.micro_batch_size,
+                          seed=train_cfg.seed)
 
     def quick_eval(m: torch.nn.Module) -> dict[str, float]:
         return {"loss": mean_lm_loss(m, eval_batches(data.val, seq_len, cfg.eval.batch_size,
-                                                     cfg.train.eval_tokens))}
+                                                     train_cfg.eval_tokens))}
 
     n = count_params(model)
-    result = train(model, loader, lm_step, cfg.train, run, eval_fn=quick_eval,
+    result = train(model, loader, lm_step, train_cfg, run, eval_fn=quick_eval,
                    desc=f"pretrain {size} ({n.total / 1e6:.2f}M)")
     final = evaluate_text(model, data.tokenizer, data.val_text(cfg.eval.max_bytes), seq_len,
                           cfg.eval.batch_size)
@@ -150,7 +169,8 @@ def pretrain_size(
     res = SizeResult(name=size, params=n.total, params_non_embedding=n.non_embedding,
                      val_loss=final.loss, val_ppl=final.ppl, val_bpb=final.bpb,
                      train_tokens=result.tokens, seconds=result.seconds,
-                     tokens_per_s=result.tokens_per_s, model_dir=str(model_dir))
+                     tokens_per_s=result.tokens_per_s, model_dir=str(model_dir),
+                     epochs=round(result.tokens / max(len(data.train), 1), 3))
     run.log({"event": "final_eval", "step": result.steps, **final.to_dict()})
     run.finish({"result": res.to_dict(), "heldout": final.to_dict()})
     return res
@@ -192,9 +212,24 @@ def pretrain(
                             overwrite=False)
         results.append(res)
         run.log({"event": "size_done", "step": len(results), **res.to_dict()})
+    write_json(out / REGIME, regime(results))
     run.finish({"results": [r.to_dict() for r in results],
                 "seconds": time.perf_counter() - t0})
     return results
+
+
+REGIME = "regime.json"
+
+
+def regime(results: list[SizeResult]) -> dict[str, Any]:
+    """How trained and how embedding-heavy each teacher is (the regime a capacity-gap sweep
+    measures in): ``{"teachers": [{name, params, non_embedding_params, tokens,
+    tokens_per_param, embedding_fraction, epochs, val_loss}]}``."""
+    return {"teachers": [{
+        "name": r.name, "params": r.params, "non_embedding_params": r.params_non_embedding,
+        "tokens": r.train_tokens, "tokens_per_param": round(r.train_tokens / r.params, 3),
+        "embedding_fraction": round(1 - r.params_non_embedding / r.params, 4),
+        "epochs": r.epochs, "val_loss": r.val_loss} for r in results]}
 
 
 def _pretrain_parallel(cfg: PretrainConfig, sizes: list[str], todo: list[str], out: Path,

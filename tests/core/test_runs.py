@@ -91,3 +91,21 @@ def test_pool_workers_exit_when_their_driver_is_killed():
             raise AssertionError("the worker outlived its driver by 20 s")
     finally:
         driver.kill()
+
+
+def test_resume_accepts_a_field_added_since_at_its_default(tmp_path):
+    """A run started before a config field existed resumes when the field keeps its default
+    (the run already behaved that way); any other value, or a changed field, is refused."""
+    import yaml
+
+    from capgap.train.pretrain import PretrainConfig
+
+    run = RunDir.open(tmp_path / "r")
+    run.write_config(PretrainConfig())
+    stored = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    stored.pop("tokens_per_param")  # as an older capgap wrote it
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(stored))
+    again = RunDir.open(tmp_path / "r", resume=True)
+    assert again.write_config(PretrainConfig()) == []
+    with pytest.raises(CapgapError, match="config differs at 'tokens_per_param'"):
+        again.write_config(PretrainConfig(tokens_per_param=20))

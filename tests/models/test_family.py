@@ -12,7 +12,7 @@ from capgap.errors import CapgapError
 from capgap.models import build_model, count_params, list_families, load_family
 from capgap.models.family import FAMILY_DIR
 
-SHIPPED = ["gpt2-micro", "llama-micro", "pythia-micro", "pythia-small"]
+SHIPPED = ["gpt2-ladder", "gpt2-micro", "llama-micro", "pythia-ladder", "pythia-micro", "pythia-small"]
 
 
 def write_family(tmp_path: Path, **changes: object) -> Path:
@@ -30,7 +30,7 @@ def test_shipped_families_listed() -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_family_sizes_strictly_increase(name: str) -> None:
     family = load_family(name)
-    assert 5 <= len(family.sizes) <= 6
+    assert 5 <= len(family.sizes) <= 7
     counts = list(family.param_counts().values())
     totals = [c.total for c in counts]
     non_emb = [c.non_embedding for c in counts]
@@ -135,7 +135,7 @@ def test_invalid_family_error_names_rule_and_file(
 
 
 def test_unknown_family_name_lists_shipped() -> None:
-    with pytest.raises(CapgapError, match="shipped: gpt2-micro, llama-micro"):
+    with pytest.raises(CapgapError, match="shipped: gpt2-ladder, gpt2-micro, llama-micro"):
         load_family("pythia-huge")
 
 

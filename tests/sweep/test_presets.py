@@ -94,3 +94,26 @@ def test_the_4m_extension_uses_the_study_teachers_and_settings():
     assert set(ext.students.sizes) <= set(largest.students.sizes)
     for field in ("train", "eval", "scoring", "objective", "data", "baseline", "objectives"):
         assert getattr(ext, field) == getattr(largest, field), field
+
+
+@pytest.mark.parametrize("name", ["ladder", "ladder-gpt2"])
+def test_ladder_presets_are_a_measurable_regime(name):
+    """Teachers trained on >= 10 tokens per parameter with embeddings <= 35 % of each; >= 7
+    sizes spanning >= 8x in steps <= 1.5x; >= 4 student sizes, each with a teacher above it
+    on both sides of 2.5x its size (an optimum at the paper's ratio lies inside the grid)."""
+    from capgap.models.params import count_params_from_config
+
+    cfg = config.load(SweepConfig, preset_path("sweep", name))
+    pre = cfg.teachers.pretrain
+    fam = load_family(pre.family)
+    counts = [count_params_from_config(fam.build_config(s.name, vocab_size=pre.data.vocab_size))
+              for s in fam.sizes]
+    sizes = [c.total for c in counts]
+    assert pre.tokens_per_param >= 10
+    assert all(1 - c.non_embedding / c.total <= 0.35 for c in counts)
+    assert len(sizes) >= 7 and sizes[-1] / sizes[0] >= 8
+    assert all(1 < b / a <= 1.5 for a, b in zip(sizes, sizes[1:], strict=False))
+    assert len(cfg.students.sizes) >= 4 and cfg.baseline and cfg.lockstep
+    for s in cfg.students.sizes:
+        larger = [t for t in sizes if t > s]
+        assert min(larger) < 2.5 * s < max(larger), (s, larger)

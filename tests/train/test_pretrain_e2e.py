@@ -120,3 +120,27 @@ def test_sigkill_resume_equals_uninterrupted(setup):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_tokens_per_param_trains_each_size_on_its_own_budget_and_writes_the_regime(setup, tmp_path):
+    from capgap import config
+    from capgap.train.pretrain import PretrainConfig, pretrain
+
+    cfg = config.load(PretrainConfig, setup / "cfg.yaml")
+    cfg.tokens_per_param = 0.5
+    out = tmp_path / "fam"
+    results = pretrain(cfg, out)
+    regime = json.loads((out / "regime.json").read_text())["teachers"]
+    assert [t["name"] for t in regime] == ["A", "B"]
+    step = 8 * 32  # rounded up to whole steps of micro_batch_size x seq_len
+    for r, t in zip(results, regime, strict=True):
+        assert r.train_tokens == -(-int(0.5 * r.params) // step) * step
+        assert t["tokens"] == r.train_tokens and t["params"] == r.params
+        assert t["tokens_per_param"] == pytest.approx(0.5, abs=step / r.params)
+        assert t["embedding_fraction"] == pytest.approx(1 - r.params_non_embedding / r.params,
+                                                        abs=1e-4)
+        assert 0 < t["epochs"] == r.epochs
+    assert results[0].train_tokens < results[1].train_tokens
+    bad = PretrainConfig(tokens_per_param=-1)
+    with pytest.raises(Exception, match="tokens_per_param must be >= 0"):
+        config.checked(bad)
