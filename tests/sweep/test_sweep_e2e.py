@@ -103,8 +103,12 @@ def test_lockstep_groups_equal_cell_by_cell_runs(finished_sweep, sweep_cfg, swee
     assert one.keys() == two.keys() == set(grid_keys)
     assert {k: r["val_loss"] for k, r in one.items()} == {k: r["val_loss"] for k, r in two.items()}
     rows = one.values()  # the grouping itself: one group per teacher, capped by lockstep_max
-    grid = {r["key"]: types.SimpleNamespace(teacher=types.SimpleNamespace(path=r["teacher_path"]),
-                                            seed=r["seed"], tokens=r["tokens"]) for r in rows}
-    assert sorted(map(len, lockstep_groups(sweep_cfg, grid, list(grid)))) == [2, 2]
+    grid = {r["key"]: types.SimpleNamespace(
+        teacher=types.SimpleNamespace(path=r["teacher_path"], params=r["teacher_params"]),
+        seed=r["seed"], tokens=r["tokens"]) for r in rows}
+    groups = lockstep_groups(sweep_cfg, grid, list(grid))
+    assert sorted(map(len, groups)) == [2, 2]
+    first = [grid[g[0]].teacher.params for g in groups]
+    assert first == sorted(first, reverse=True)  # the largest teacher's group starts first
     capped = dataclasses.replace(sweep_cfg, lockstep_max=1)
     assert sorted(map(len, lockstep_groups(capped, grid, list(grid)))) == [1, 1, 1, 1]
