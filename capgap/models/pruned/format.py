@@ -161,7 +161,7 @@ _README = """# capgap pruned model (per-layer shapes)
 This model keeps a different number of attention heads / FFN neurons in each layer, which a
 vanilla Hugging Face config cannot express. Load it with
 
-    from capgap.prune import load_pruned
+    from capgap.models.pruned import load_pruned
     model, tokenizer = load_pruned("THIS_DIR")
 
 It is a standard transformers model class with smaller Linear/Conv1D modules (no custom
