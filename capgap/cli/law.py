@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "L_S(N, D, L_T) (Busbridge et al. 2025) with bootstrap CIs",
                                description="Fit L_S(N, D, L_T) from CE-only and distilled cells.",
                                epilog=EPILOG))
+    _add_holdout(sub.add_parser("holdout", help="validate the budget-aware law on cells it "
+                                "never saw: fit on the rest, predict them (holdout.json)",
+                                description="Hold out cells by value (a larger budget, a "
+                                "student size), fit the budget-aware law on the others and "
+                                "compare its predictions (losses and best teacher) with the "
+                                "held-out cells' measurements.", epilog=EPILOG))
     _add_predict(sub.add_parser("predict", help="recommend a teacher size for a student size",
                                 description="Recommend T* for a student size from law.json "
                                 "(or, when it holds no law, the teacher range its T*/S "
@@ -70,17 +76,38 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
                    f"{NOISE_FLOOR}, as a sweep's own law)")
 
 
-def _add_budget(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="sweep folder (results.sqlite) or cells CSV/JSONL with "
-                   "student_params, tokens, val_loss, alpha and teacher (or teacher_loss)")
+def _add_budget(p: argparse.ArgumentParser, many: bool = False) -> None:
+    p.add_argument("source", nargs="+" if many else None,
+                   help="sweep folder (results.sqlite) or cells CSV/JSONL with "
+                   "student_params, tokens, val_loss, alpha and teacher (or teacher_loss); "
+                   "teacher_params and pruned_from, where present, give each pruned "
+                   "student's compression (the law's pruning-damage term)"
+                   + (" (several: their cells are pooled)" if many else ""))
     p.add_argument("--teacher-loss", action="append", default=[], metavar="NAME=LOSS",
-                   help="a teacher's held-out loss (nats/token); repeat per teacher")
+                   help="a teacher's held-out loss (nats/token); repeat per teacher "
+                   "(default: the teachers' regime.json, see --teachers)")
+    p.add_argument("--teachers", metavar="DIR", help="a family pretrained by capgap pretrain "
+                   "(its regime.json gives each teacher's loss; default: SOURCE/teachers)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="keep only cells with KEY == VALUE (repeatable)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="N",
                    help="bootstrap refits over resampled cells (default 200)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
-    p.add_argument("--out", help="write the law here (JSON), e.g. budget_law.json")
+    p.add_argument("--damage", choices=["auto", "on", "off"], default="auto",
+                   help="the pruning-damage term: auto fits it when the CE-only cells span "
+                   ">= 3 compression ratios (default auto)")
+    if not many:
+        p.add_argument("--out", help="write the law here (JSON), e.g. budget_law.json")
+
+
+def _add_holdout(p: argparse.ArgumentParser) -> None:
+    _add_budget(p, many=True)
+    p.add_argument("--hold-out", action="append", default=[], metavar="KEY=V[,V...]",
+                   required=True, help="hold out the cells whose column KEY has one of these "
+                   "values, e.g. tokens=4e6 or student_target=4e5 (repeatable: a cell "
+                   "matching any is held out)")
+    p.add_argument("--out", default="holdout.json", help="the record (default holdout.json)")
+    p.add_argument("--law-out", help="also write the law fitted on the kept cells (JSON)")
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
@@ -92,13 +119,18 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", metavar="D", help="distillation tokens (needs a budget law)")
     p.add_argument("--teachers", metavar="A,B,C",
                    help="available teacher sizes; prints the closest in log-size and a ranking "
-                   "(with a budget law: NAME=LOSS pairs, default the law's own teachers)")
+                   "(with a budget law: NAME=LOSS[@PARAMS] pairs or a pretrained family's "
+                   "folder, default the law's own teachers)")
+    p.add_argument("--init", choices=["pruned", "scratch"], default="pruned",
+                   help="with a budget law that has the pruning-damage term: the student is "
+                   "pruned from each teacher (default) or trained from scratch")
     p.add_argument("--json", action="store_true", help="print the recommendation as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to fit or predict."""
-    return {"fit": _fit, "budget": _budget, "predict": _predict}[args.law_command](args)
+    return {"fit": _fit, "budget": _budget, "holdout": _holdout,
+            "predict": _predict}[args.law_command](args)
 
 
 # ---------------------------------------------------------------- fit
@@ -210,20 +242,95 @@ def _num(x: float | None, spec: str) -> str:
 # ---------------------------------------------------------------- predict
 
 
-def _budget(args: argparse.Namespace) -> int:
-    from capgap.law.budget import fit_budget_law, rows_from
+def _budget_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The cells (``--where`` applied) and the teachers' losses a budget-law command uses."""
+    from capgap.law.budget import teachers_from
     from capgap.law.cells import matches, read_table
 
+    sources = args.source if isinstance(args.source, list) else [args.source]
     losses = parse_losses(args.teacher_loss, "--teacher-loss")
+    if args.teachers or not losses:
+        for src in [args.teachers] if args.teachers else sources:
+            try:
+                losses = teachers_from(src)[0] | losses
+            except CapgapError:
+                if args.teachers:
+                    raise
     where = parse_where(args.where)
-    records = [r for r in read_table(args.source).rows
+    records = [dict(r) for src in sources for r in read_table(src).rows
                if all(matches(r.get(k), v) for k, v in where.items())]
-    law = fit_budget_law(rows_from(records, losses), bootstrap=args.bootstrap, seed=args.seed)
+    return records, losses
+
+
+def _damage(args: argparse.Namespace) -> bool | None:
+    return {"auto": None, "on": True, "off": False}[args.damage]
+
+
+def _budget(args: argparse.Namespace) -> int:
+    from capgap.law.budget import fit_budget_law, rows_from
+
+    records, losses = _budget_cells(args)
+    law = fit_budget_law(rows_from(records, losses), bootstrap=args.bootstrap, seed=args.seed,
+                         damage=_damage(args))
     print(summarise_budget(law))
     if args.out:
         write_json(args.out, law.to_dict())
         print(f"wrote {args.out}")
     return 0
+
+
+def parse_hold_out(items: list[str]) -> dict[str, list[str]]:
+    """``["tokens=4e6", "student_target=4e5,5e5"]`` -> {column: values}."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        values = [v.strip() for v in value.split(",") if v.strip()]
+        if not sep or not key or not values:
+            raise CapgapError(f"--hold-out {item!r}: expected KEY=VALUE[,VALUE...], e.g. tokens=4e6")
+        out.setdefault(key, []).extend(f"{parse_size(v):g}" if _numeric(v) else v for v in values)
+    return out
+
+
+def _numeric(text: str) -> bool:
+    try:
+        parse_size(text)
+    except CapgapError:
+        return False
+    return True
+
+
+def _holdout(args: argparse.Namespace) -> int:
+    from capgap.law.holdout import holdout
+
+    records, losses = _budget_cells(args)
+    record, law = holdout(records, losses, parse_hold_out(args.hold_out),
+                          bootstrap=args.bootstrap, seed=args.seed, damage=_damage(args))
+    print(summarise_holdout(record))
+    write_json(args.out, record)
+    print(f"wrote {args.out}")
+    if args.law_out:
+        write_json(args.law_out, law.to_dict())
+        print(f"wrote {args.law_out}")
+    return 0
+
+
+def summarise_holdout(rec: dict[str, Any]) -> str:
+    """The held-out figures in a few lines, one per held-out slice."""
+    noise = rec["seed_noise_nats"]
+    lines = [f"fitted on {rec['fit_cells']} cells, predicted {rec['held_out_cells']} held out "
+             f"({', '.join(f'{k} in {v}' for k, v in rec['hold_out'].items())}): "
+             f"mae {_num(rec['mae_nats'], '.4f')} nats (distilled "
+             f"{_num(rec['mae_distilled_nats'], '.4f')}, baselines "
+             f"{_num(rec['mae_baseline_nats'], '.4f')}), seed noise "
+             + (f"{noise:.4f} nats ({rec['seed_noise_cells']} cells)" if noise is not None
+                else "unmeasured (no cell has 3 seeds)"),
+             f"best teacher predicted for {_num(rec['argmin_agreement'], '.0%')} of held-out "
+             f"slices ({_num(rec['argmin_within_noise'], '.0%')} within noise)"]
+    for s in rec["slices"]:
+        lines.append(f"  student {s['student_target']}, {s['tokens']} tokens: measured "
+                     f"{s['measured_best']}, predicted {s['predicted_best']}"
+                     + ("" if s["agree"] else " (within noise)" if s["within_noise"] else " (wrong)"))
+    return "\n".join(lines)
 
 
 def parse_losses(items: list[str], flag: str) -> dict[str, float]:
@@ -256,10 +363,11 @@ def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
     from capgap.law.budget import BudgetLaw
 
     law = BudgetLaw.from_dict(data)
-    teachers = parse_losses(args.teachers.split(","), "--teachers") if args.teachers else None
+    teachers, params = budget_teachers(args.teachers) if args.teachers else (None, None)
     if not args.tokens:
         raise CapgapError("a budget law predicts for a token budget: add --tokens D")
-    rec = law.best_teacher(parse_size(args.student_params), parse_size(args.tokens), teachers)
+    rec = law.best_teacher(parse_size(args.student_params), parse_size(args.tokens), teachers,
+                           params=params, init=args.init)
     if args.json:
         print(json.dumps(rec, indent=2))
         return 0
@@ -272,6 +380,22 @@ def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
                      + (f"  best in {share:.0%} of resamples" if share is not None else ""))
     print("\n".join(lines))
     return 0
+
+
+def budget_teachers(text: str) -> tuple[dict[str, float], dict[str, float]]:
+    """``--teachers`` of a budget law: a pretrained family's folder (its regime.json) or
+    ``NAME=LOSS[@PARAMS]`` pairs; (losses, sizes)."""
+    from capgap.law.budget import teachers_from
+
+    if Path(text).exists():
+        return teachers_from(text)
+    losses, params = {}, {}
+    for item in text.split(","):
+        pair, _, size = item.partition("@")
+        losses |= parse_losses([pair], "--teachers")
+        if size:
+            params[next(reversed(losses))] = parse_size(size)
+    return losses, params
 
 
 def _predict(args: argparse.Namespace) -> int:

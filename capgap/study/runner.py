@@ -36,6 +36,8 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
+from capgap.law.budget import REGIME, teachers_from
+from capgap.law.holdout import holdout
 from capgap.report import build_report
 from capgap.report.study import (
     ALLOCATION_IMAGE,
@@ -70,9 +72,31 @@ from capgap.sweep.runner import (
 )
 
 STUDY_RECORD = "study.json"
+HOLDOUT = "holdout.json"
+BUDGET_LAW = "budget_law.json"
 NE_LAW = "law_non_embedding.json"
 FINDINGS = "findings.json"
 SUMMARY = "summary.md"
+
+
+@dataclass
+class HoldoutConfig:
+    """Validate the budget-aware law on cells it never saw (``OUT/holdout.json``)."""
+
+    hold_out: dict[str, list[Any]] = field(default_factory=dict)
+    """Column -> values whose cells the fit never sees, e.g. ``{tokens: [2e6],
+    student_target: [400000]}`` (a larger budget, a size never fitted)."""
+    parts: list[str] = field(default_factory=list)
+    """Parts whose cells are pooled (one teacher family); default: every part."""
+    bootstrap: int = 200
+    """Bootstrap refits of the law fitted on the kept cells."""
+
+    def validate(self) -> None:
+        if not self.hold_out or not any(self.hold_out.values()):
+            raise CapgapError("holdout.hold_out: give a column and the values to hold out, "
+                              "e.g. {tokens: [2e6]}")
+        if self.bootstrap < 0:
+            raise CapgapError(f"holdout.bootstrap must be >= 0, got {self.bootstrap}")
 
 
 @dataclass
@@ -82,6 +106,8 @@ class StudyConfig:
     """A sweep config (the ``capgap sweep`` YAML) shared by every part."""
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Part name -> keys laid over ``base`` (nested sections merge key by key)."""
+    holdout: HoldoutConfig | None = None
+    """Fit the budget-aware law on some cells and predict the others (None: no such check)."""
     def validate(self) -> None:
         if not self.parts:
             raise CapgapError("parts: give at least one part (name: {overrides})")
@@ -90,6 +116,18 @@ class StudyConfig:
                 raise CapgapError(f"parts: {name!r} is not a usable folder name")
         for name in self.parts:
             self.sweep(name)  # every part must be a valid sweep before anything runs
+        if self.holdout is not None:
+            unknown = [p for p in self.holdout.parts if p not in self.parts]
+            if unknown:
+                raise CapgapError(f"holdout.parts: no part {unknown[0]!r} "
+                                  f"(parts: {', '.join(self.parts)})")
+            if len({family_key(self.sweep(p)) for p in self.holdout_parts()}) != 1:
+                raise CapgapError("holdout.parts: the pooled parts must pretrain one teacher "
+                                  "family (the law needs each teacher's loss from its regime.json)")
+
+    def holdout_parts(self) -> list[str]:
+        """The parts whose cells the held-out check pools."""
+        return (self.holdout.parts if self.holdout and self.holdout.parts else list(self.parts))
 
     def sweep(self, name: str) -> SweepConfig:
         """The resolved sweep config of part ``name``."""
@@ -177,10 +215,43 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
                SCRATCH_IMAGE: control_figure(syn["scratch"], out / SCRATCH_IMAGE),
                ALLOCATION_IMAGE: control_figure(syn["allocation"], out / ALLOCATION_IMAGE),
                OBJECTIVES_IMAGE: objectives_figure(syn["objectives"], out / OBJECTIVES_IMAGE)}
+    if cfg.holdout is not None:
+        record["holdout"] = holdout_check(cfg, rows, out)
     write_json(out / STUDY_RECORD, record)
     write_text(out / "index.html", index_html(record, figures))
     write_text(out / SUMMARY, summary_markdown(record, figures))
     return record
+
+
+def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
+             out: Path) -> dict[str, Any]:
+    """The held-out check of the budget-aware law on the pooled parts' cells of the first
+    part's objective and allocation (own-pruned students and their baselines): writes
+    ``holdout.json``, ``budget_law.json`` and the teachers' ``regime.json``; returns the
+    headline figures, or why there are none yet."""
+    assert cfg.holdout is not None
+    names = cfg.holdout_parts()
+    first = cfg.sweep(names[0])
+    teachers = out / "teachers" / str(family_key(first))
+    try:
+        losses, _ = teachers_from(teachers)
+    except CapgapError as e:
+        return {"status": "waiting", "reason": str(e)}
+    write_text(out / REGIME, (teachers / REGIME).read_text(encoding="utf-8"))
+    keep = {first.objectives[0], "ce"}
+    cells = [dict(r) for name in names for r in part_rows.get(name, [])
+             if r.objective in keep and r.allocation == first.students.allocations[0]
+             and r.init == "pruned" and r.cut_from == r.teacher]
+    try:
+        record, law = holdout(cells, losses, cfg.holdout.hold_out, bootstrap=cfg.holdout.bootstrap)
+    except CapgapError as e:
+        return {"status": "waiting", "reason": str(e)}
+    record["parts"] = names
+    write_json(out / HOLDOUT, record)
+    write_json(out / BUDGET_LAW, law.to_dict())
+    return {"status": "ok", "file": HOLDOUT} | {
+        k: record[k] for k in ("fit_cells", "held_out_cells", "mae_nats", "seed_noise_nats",
+                               "argmin_agreement", "argmin_within_noise")}
 
 
 def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],

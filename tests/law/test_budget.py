@@ -91,3 +91,57 @@ def test_cli_fits_from_cells_and_predicts_with_tokens(tmp_path, capsys) -> None:
     assert "add --tokens" in capsys.readouterr().err
     assert main(["law", "budget", str(path), "--bootstrap", "0"]) == 2  # teachers' losses missing
     assert "--teacher-loss T" in capsys.readouterr().err
+
+
+# Pruned students: the baseline of a student cut r-fold from its teacher carries damage that
+# fades with the budget; cells drawn from that law must give its constants back.
+DAMAGE = SUP | {"K": 2.0, "kappa": 1.2, "eta": 0.15}
+SIZES = dict(zip(TEACHERS, np.geomspace(8e5, 2e7, len(TEACHERS)), strict=True))
+
+
+def pruned_cells(sizes, budgets, seed=0) -> list[Row]:  # noqa: ANN001
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in sizes:
+        for d in budgets:
+            for name, lt in TEACHERS.items():
+                if SIZES[name] <= n:
+                    continue
+                r = SIZES[name] / n
+                base = float(supervised_loss(n, d, DAMAGE)) + DAMAGE["K"] * np.log(r) ** 1.2 * d ** -0.15
+                rows.append(Row(n, d, base + rng.normal(0, NOISE), ratio=r))
+                y = float(student_loss(n, d, lt, DAMAGE, KD, r)) + rng.normal(0, NOISE)
+                rows.append(Row(n, d, y, lt, name, r, SIZES[name]))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pruned_law() -> BudgetLaw:
+    return fit_budget_law(pruned_cells([2e5, 6e5, 2e6], [5e5, 1e6, 2e6]), bootstrap=16)
+
+
+def test_damage_is_fitted_and_recovered_within_its_intervals(pruned_law: BudgetLaw) -> None:
+    assert pruned_law.damage and pruned_law.fit["damage"]
+    assert pruned_law.fit["rmse_nats"] < 2 * NOISE
+    for name in ("K", "kappa", "eta"):
+        lo, hi = pruned_law.ci[name]
+        assert lo <= DAMAGE[name] <= hi, (name, pruned_law.ci[name], pruned_law.supervised[name])
+
+
+def test_without_the_damage_term_pruned_cells_do_not_fit() -> None:
+    """The paper's form on the same cells: the damage has nowhere to go."""
+    law = fit_budget_law(pruned_cells([2e5, 6e5, 2e6], [5e5, 1e6, 2e6]), bootstrap=0, damage=False)
+    assert law.fit["rmse_nats"] > 10 * NOISE
+
+
+def test_damage_prediction_needs_teacher_sizes_and_skips_smaller_ones(pruned_law: BudgetLaw) -> None:
+    rec = pruned_law.best_teacher(1.5e6, 4e6)  # the sizes seen in the fit
+    assert set(rec["losses"]) == {t for t, p in SIZES.items() if p > 1.5e6}
+    assert rec["skipped"] == [t for t, p in SIZES.items() if p <= 1.5e6]
+    true = {t: float(student_loss(1.5e6, 4e6, TEACHERS[t], DAMAGE, KD, SIZES[t] / 1.5e6))
+            for t in rec["losses"]}
+    assert true[rec["best"]] - min(true.values()) < 2 * NOISE
+    with pytest.raises(CapgapError, match="give the size of teacher X"):
+        pruned_law.best_teacher(1e6, 1e6, {"X": 3.0})
+    scratch = pruned_law.best_teacher(1e6, 1e6, {"X": 3.0}, init="scratch")
+    assert "baselines" not in scratch and scratch["losses"]["X"] > 3.0

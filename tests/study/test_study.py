@@ -152,3 +152,33 @@ def test_seeds_used_are_those_every_teacher_of_a_size_has():
 
     rows = [r(3, 6, 0), r(3, 6, 1), r(3, 9, 0), r(3, 9, 1), r(5, 6, 0), r(5, 6, 1), r(5, 9, 0)]
     assert _seeds_used(rows) == {"3": [0, 1], "5": [0]}
+
+
+def test_holdout_check_fits_the_kept_cells_and_predicts_the_rest(sweep_root, tmp_path):
+    """The study's held-out check of the budget-aware law: the pooled parts' own-pruned
+    cells split by value, the teachers' losses read from their family's regime.json."""
+    from capgap.study.runner import holdout_check
+    from tests.law.test_budget import SIZES, TEACHERS
+    from tests.law.test_holdout import records
+
+    raw = config.to_dict(_study(sweep_root)) | {"holdout": {"hold_out": {"tokens": [4e6]},
+                                                             "parts": ["paper"], "bootstrap": 0}}
+    cfg = config.from_dict(StudyConfig, raw)
+    out = tmp_path / "study"
+    rows = [CellRow(**r, objective="soft_ce" if r["alpha"] < 1 else "ce", allocation="global")
+            for r in records(3)]
+    waiting = holdout_check(cfg, {"paper": rows}, out)
+    assert waiting["status"] == "waiting" and "regime.json" in waiting["reason"]
+    family = out / "teachers" / family_key(cfg.sweep("paper"))
+    family.mkdir(parents=True)
+    (family / "regime.json").write_text(json.dumps({"teachers": [
+        {"name": t, "val_loss": float(v), "params": SIZES[t]} for t, v in TEACHERS.items()]}))
+    got = holdout_check(cfg, {"paper": rows}, out)
+    assert got["status"] == "ok" and got["argmin_within_noise"] == 1.0
+    assert got["mae_nats"] < 0.01 and got["seed_noise_nats"] > 0
+    saved = json.loads((out / "holdout.json").read_text())
+    assert saved["parts"] == ["paper"] and saved["mae_nats"] == got["mae_nats"]
+    assert (out / "budget_law.json").is_file() and (out / "regime.json").is_file()
+    with pytest.raises(CapgapError, match="holdout.parts: no part 'nope'"):
+        config.from_dict(StudyConfig, raw | {"holdout": {"hold_out": {"tokens": [4e6]},
+                                                         "parts": ["nope"]}})

@@ -1,0 +1,166 @@
+"""Validate the budget-aware law on cells it never saw.
+
+The cells are split by value: every cell whose ``column`` is one of the held-out values (for
+any column named, e.g. a larger budget or a student size never fitted) is held out, the law
+(:mod:`capgap.law.budget`) is fitted on the rest, and each held-out cell is predicted from
+its size, budget, teacher's loss and compression alone. Three figures say how it went:
+
+* ``mae_nats``: mean absolute error of the prediction against each held-out cell's loss
+  (the mean over its seeds), distilled cells and baselines alike (each also apart);
+* ``seed_noise_nats``: the root-mean-square sample standard deviation over seeds of cells
+  with at least ``MIN_SEEDS`` seeds (any cell, fitted or held out): what one cell's loss
+  wanders by when only the data order changes, the floor any prediction is read against;
+* ``argmin_agreement``: over held-out (student size, budget) slices, the fraction whose
+  predicted best teacher (the law's argmin over the teachers measured in that slice) is the
+  measured best (:mod:`capgap.results.optimum`'s rule); ``argmin_within_noise`` also counts a
+  prediction whose measured loss is within ``SIGNAL`` x seed noise of the best.
+
+numpy only; the caller gives the cells (a sweep's rows or a table) and the teachers' losses.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from capgap.errors import CapgapError
+from capgap.law.budget import BudgetLaw, fit_budget_law, rows_from
+from capgap.results.defaults import SIGNAL
+from capgap.results.findings import seed_sd
+from capgap.results.optimum import best_index, seed_noise, shared_seeds
+
+FORMAT = "capgap-holdout/1"
+MIN_SEEDS = 3
+CELL_KEY = ("student_target", "teacher", "pruned_from", "init", "alpha", "tokens")
+
+
+def is_held_out(record: Mapping[str, Any], hold_out: Mapping[str, Sequence[Any]]) -> bool:
+    """Whether ``record`` matches any held-out value of any column (numbers compared as
+    numbers, within 1e-9 relative)."""
+    return any(_same(record.get(col), v) for col, values in hold_out.items() for v in values)
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return a is not None and str(a) == str(b)
+
+
+def split(records: Iterable[Mapping[str, Any]], hold_out: Mapping[str, Sequence[Any]]
+          ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """(fit, held out) among the finished cells of ``records``."""
+    if not hold_out or not any(hold_out.values()):
+        raise CapgapError("hold out something: give a column and its values, e.g. tokens=4e6")
+    done = [r for r in records if r.get("status", "done") == "done" and r.get("val_loss") is not None]
+    fit = [r for r in done if not is_held_out(r, hold_out)]
+    test = [r for r in done if is_held_out(r, hold_out)]
+    if not test:
+        raise CapgapError(f"no finished cell matches the held-out values {dict(hold_out)}")
+    return fit, test
+
+
+def holdout(records: Iterable[Mapping[str, Any]], teacher_losses: Mapping[str, float],
+            hold_out: Mapping[str, Sequence[Any]], bootstrap: int = 200, seed: int = 0,
+            damage: bool | None = None) -> tuple[dict[str, Any], BudgetLaw]:
+    """Fit on the cells not held out, predict the held-out ones; the record (module
+    docstring) and the law. ``teacher_losses`` maps teacher names to held-out losses."""
+    records = list(records)
+    fit, test = split(records, hold_out)
+    fit_rows = rows_from(fit, teacher_losses)
+    law = fit_budget_law(fit_rows, bootstrap=bootstrap, seed=seed, damage=damage)
+    cells = _predict_cells(law, test, teacher_losses)
+    slices = _argmin_slices(law, test, teacher_losses)
+    noise, noise_cells = seed_noise_nats(records)
+    agree = [s["agree"] for s in slices]
+    near = [s["within_noise"] for s in slices]
+    err = [abs(c["error_nats"]) for c in cells]
+    record = {
+        "format": FORMAT, "hold_out": {k: list(v) for k, v in hold_out.items()},
+        "fit_cells": len(fit_rows), "held_out_cells": len(test),
+        "mae_nats": _mean(err),
+        "mae_distilled_nats": _mean([abs(c["error_nats"]) for c in cells if c["teacher_loss"] is not None]),
+        "mae_baseline_nats": _mean([abs(c["error_nats"]) for c in cells if c["teacher_loss"] is None]),
+        "max_abs_nats": max(err) if err else None,
+        "seed_noise_nats": noise, "seed_noise_cells": noise_cells,
+        "argmin_agreement": _mean([float(a) for a in agree]),
+        "argmin_within_noise": _mean([float(a) for a in near]),
+        "slices": slices, "cells": cells,
+        "fit": law.fit, "law": {"supervised": law.supervised, "distilled": law.distilled,
+                                "ci": law.ci},
+    }
+    return record, law
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(statistics.fmean(values)) if values else None
+
+
+def _groups(records: Iterable[Mapping[str, Any]]) -> dict[tuple, list[Mapping[str, Any]]]:
+    out: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in records:
+        out.setdefault(tuple(r.get(k) for k in CELL_KEY), []).append(r)
+    return out
+
+
+def seed_noise_nats(records: Iterable[Mapping[str, Any]]) -> tuple[float | None, int]:
+    """RMS seed sd over finished cells with >= ``MIN_SEEDS`` seeds, and how many there were."""
+    done = [r for r in records if r.get("status", "done") == "done" and r.get("val_loss") is not None]
+    sds = [sd for g in _groups(done).values()
+           if len({r.get("seed") for r in g}) >= MIN_SEEDS
+           and (sd := seed_sd([float(r["val_loss"]) for r in g])) is not None]
+    return (float(np.sqrt(np.mean(np.square(sds)))) if sds else None), len(sds)
+
+
+def _predict_cells(law: BudgetLaw, test: list[Mapping[str, Any]],
+                   losses: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Each held-out cell (seeds averaged): measured and predicted loss."""
+    out = []
+    for key, group in sorted(_groups(test).items(), key=lambda kv: str(kv[0])):
+        rows = rows_from(group, losses)
+        r0 = rows[0]
+        measured = statistics.fmean(r.loss for r in rows)
+        pred = float(law.loss(r0.n, r0.d, r0.teacher_loss, r0.ratio))
+        out.append(dict(zip(CELL_KEY, key, strict=True)) | {
+            "student_params": r0.n, "seeds": len(rows), "teacher_loss": r0.teacher_loss,
+            "ratio": r0.ratio, "measured": round(measured, 5), "predicted": round(pred, 5),
+            "error_nats": round(pred - measured, 5)})
+    return out
+
+
+def _argmin_slices(law: BudgetLaw, test: list[Mapping[str, Any]],
+                   losses: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Per held-out (student size, budget): the measured and the predicted best teacher."""
+    slices: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in test:
+        own = r.get("pruned_from") in (None, r.get("teacher"))
+        if float(r.get("alpha", 0.5)) < 1.0 and r.get("init", "pruned") == "pruned" and own:
+            slices.setdefault((r.get("student_target"), r.get("tokens")), []).append(r)
+    out = []
+    for (target, tokens), every in sorted(slices.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        cells = shared_seeds(every, lambda r: r["teacher"], lambda r: r.get("seed"))
+        by_t: dict[str, list[Mapping[str, Any]]] = {}
+        for r in sorted(cells, key=lambda r: float(r["teacher_params"])):
+            by_t.setdefault(str(r["teacher"]), []).append(r)
+        if len(by_t) < 2:
+            continue
+        names = list(by_t)
+        means = [statistics.fmean(float(r["val_loss"]) for r in by_t[t]) for t in names]
+        noise = seed_noise([seed_sd([float(r["val_loss"]) for r in by_t[t]]) for t in names]).value
+        measured = names[best_index(means)]
+        n = statistics.fmean(float(r["student_params"]) for r in cells)
+        params = {t: float(by_t[t][0]["teacher_params"]) for t in names}
+        rec = law.best_teacher(n, float(tokens), {t: losses[t] for t in names}, params=params)
+        predicted = rec["best"]
+        gap = means[names.index(predicted)] - min(means) if predicted in names else math.inf
+        out.append({"student_target": target, "tokens": tokens, "teachers": names,
+                    "measured_loss": [round(m, 5) for m in means], "measured_best": measured,
+                    "predicted_best": predicted, "predicted_loss": rec["losses"],
+                    "best_share": rec.get("best_share"), "noise": noise,
+                    "agree": predicted == measured,
+                    "within_noise": gap <= SIGNAL * noise})
+    return out
