@@ -10,7 +10,7 @@ from typing import Any
 
 from capgap.errors import CapgapError
 from capgap.io import write_json
-from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR
+from capgap.results.defaults import LAW_BOOTSTRAP, LAW_CI, NOISE_FLOOR, SIGNAL
 from capgap.units import format_size, parse_size, parse_sizes
 
 # The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 description="Recommend T* for a student size from law.json "
                                 "(or, when it holds no law, the teacher range its T*/S "
                                 "bracket allows).", epilog=EPILOG))
+    _add_replay(sub.add_parser("adaptive-replay", help="replay the adaptive sweep's choices "
+                               "on a finished grid: cells it needed for the same best teachers",
+                               description="Simulate the adaptive selection (sweep option "
+                               "adaptive.enabled) on a finished full grid's own results and "
+                               "compare its best teacher per student size with the grid's."))
 
 
 def _add_fit(p: argparse.ArgumentParser) -> None:
@@ -127,10 +132,61 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the recommendation as JSON")
 
 
+def _add_replay(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="+", metavar="DIR",
+                   help="finished sweep folder(s) (results.sqlite); several are pooled, e.g. "
+                   "the parts holding different seeds of one grid")
+    p.add_argument("--out", help="write the replay here (JSON; default "
+                   "DIR/adaptive_replay.json of the first DIR)")
+    p.add_argument("--start", type=int, default=3,
+                   help="teachers per student size in the first round (default 3)")
+    p.add_argument("--signal", type=float, default=SIGNAL,
+                   help=f"drop a teacher beyond this x noise of the best (default {SIGNAL:g})")
+    p.add_argument("--noise-floor", type=float, default=NOISE_FLOOR, metavar="X",
+                   help=f"smallest seed noise in nats (default {NOISE_FLOOR})")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to fit or predict."""
-    return {"fit": _fit, "budget": _budget, "holdout": _holdout,
-            "predict": _predict}[args.law_command](args)
+    """Dispatch to fit, budget, holdout, predict or adaptive-replay."""
+    return {"fit": _fit, "budget": _budget, "holdout": _holdout, "predict": _predict,
+            "adaptive-replay": _replay}[args.law_command](args)
+
+
+# ---------------------------------------------------------------- adaptive replay
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from capgap import config
+    from capgap.results.adaptive import AdaptiveConfig, replay
+    from capgap.results.store import read_rows
+
+    cfg = config.checked(AdaptiveConfig(True, args.start, args.signal, args.noise_floor))
+    result = {"sources": args.sources,
+              **replay([r for d in args.sources for r in read_rows(d)], cfg)}
+    out = Path(args.out) if args.out else Path(args.sources[0]) / "adaptive_replay.json"
+    write_json(out, result)
+    print(summarise_replay(result))
+    print(f"wrote {out}")
+    return 0
+
+
+_COST_NAMES = {"distill_s": "cell seconds"}
+
+
+def summarise_replay(r: dict[str, Any]) -> str:
+    """What the adaptive selection needed, overall and per student size."""
+    cells, (same, n), (tied, _) = r["cells"], r["same_best"], r["tied_best"]
+    cost = ", ".join(f"{_COST_NAMES.get(k, k)} {v['fraction']:.0%}" for k, v in r["cost"].items())
+    lines = [f"adaptive replay of {', '.join(r['sources'])}: {cells['used']} of "
+             f"{cells['total']} cells ({cells['fraction']:.0%}; {cost}) in {r['rounds']} "
+             f"rounds; same best teacher as the full grid for {same} of {n} student sizes "
+             f"({tied} of {n} within {r['rule']['signal']:g} x noise)"]
+    for c in r["curves"]:
+        lines.append(f"  S {format_size(c['student_target'])} {c['objective']} "
+                     f"{c['allocation']} {c['init']} {c['tokens']:,} tok: best "
+                     f"{c['adaptive_best']} (grid {c['full_best']}), ran "
+                     f"{', '.join(c['run'])}: {c['cells'][0]} of {c['cells'][1]} cells")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- fit

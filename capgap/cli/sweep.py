@@ -60,6 +60,8 @@ def describe_summary(s: SweepSummary) -> str:
     status = law.get("status")
     line = (f"sweep {s.out}: {s.cells} cells, {s.skipped} already done, "
             f"{s.ran} ran, {s.failed} failed in {s.seconds:.0f} s")
+    if s.left_out:
+        line += f"; {s.left_out} left out by the adaptive selection (adaptive.json)"
     if status == "ok":
         lawline = f"law: T* = {law['slope']:.3g}·S + {law['intercept']:.3g} (R² {law.get('r2')})"
     else:

@@ -9,7 +9,8 @@ the report renders them. Defined here, once each:
 * the best teacher, its censoring and the seed noise with its floor (:mod:`.optimum`,
   :mod:`.defaults`);
 * the H1-H3 verdicts (:mod:`.findings`) and a study's cross-part synthesis (:mod:`.synthesis`);
-* what a sweep spent (:mod:`.accounting`).
+* what a sweep spent (:mod:`.accounting`);
+* the adaptive sweep's choice of cells and its replay on a finished grid (:mod:`.adaptive`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from capgap.distill.losses import get_divergence
 from capgap.errors import CapgapError
 from capgap.evaluate.heldout import EvalConfig
 from capgap.prune.allocate import ALLOCATIONS
+from capgap.results.adaptive import AdaptiveConfig
 from capgap.results.defaults import LAW_BOOTSTRAP
 from capgap.train.loop import OptimConfig, TrainConfig
 from capgap.train.pretrain import PretrainConfig
@@ -113,6 +114,9 @@ class SweepConfig:
     teacher forward per batch for all of them (results equal to one-by-one runs in fp32)."""
     lockstep_max: int = 0
     """At most this many students per lockstep group (0: no limit); caps memory."""
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+    """Run only the cells that narrow each student size's best teacher, in rounds, instead
+    of the full grid (off by default; the rule: :mod:`capgap.results.adaptive`)."""
 
     def validate(self) -> None:
         if not self.objectives:

@@ -4,6 +4,12 @@ Re-running the same command is the resume: a cell counts as done only when its r
 done *and* its run folder holds ``DONE.json``; a finished folder whose row was never
 written (driver killed) is recorded without re-running; anything else runs again, resuming
 its run folder from the last checkpoint.
+
+With ``adaptive.enabled`` the driver runs rounds of the cells that
+:func:`capgap.results.adaptive.select` chooses from the store (each round's cells grouped in
+lockstep like the full grid's) until it chooses none, writing its state and why each
+teacher was left out to ``adaptive.json`` and the log; a resumed run recomputes its choices
+from the store.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import Any
 
 from capgap import config as cfgmod
 from capgap.io import write_json
-from capgap.results.store import DB_NAME, LAW_NAME, Store
+from capgap.results.adaptive import Selection, select
+from capgap.results.rows import CellRow
+from capgap.results.store import DB_NAME, LAW_NAME, Store, read_rows
 from capgap.runs import RunDir, is_complete
 from capgap.sweep.backends import execute, threads_per_worker
 from capgap.sweep.cell import cell_payload, task_payload
@@ -23,6 +31,8 @@ from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, build_grid, cell_key
 from capgap.sweep.lock import driver_lock
 from capgap.sweep.students import prepare_students, resolve_teachers, student_dir, student_meta
+
+ADAPTIVE_NAME = "adaptive.json"  # an adaptive sweep's choices and the teachers it left out
 
 
 @dataclass
@@ -36,6 +46,8 @@ class SweepSummary:
     failed: int
     seconds: float
     law: dict[str, Any] = field(default_factory=dict)
+    left_out: int = 0
+    """Cells the adaptive selection did not run (0 for the full grid)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -64,20 +76,80 @@ def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progres
     grid = {cell_key(cfg, c): c for c in build_grid(cfg, teachers)}
     store = Store(out / DB_NAME)
     try:
-        todo = sorted(_plan(store, out, grid), key=lambda k: run_order(grid[k]))
-        prepare_students(cfg, out, [grid[k] for k in todo])
-        for key in todo:
-            store.plan(key, _student_fields(out, grid[key]))
-        threads = threads_per_worker(workers)
-        tasks = [task_payload([cell_payload(cfg, grid[k], k, student_dir(out, grid[k]),
-                                            out / "cells" / k, threads) for k in keys])
-                 for keys in lockstep_groups(cfg, grid, todo)]
-        failed = _execute(store, tasks, workers, backend, progress)
+        if cfg.adaptive.enabled:
+            skipped, ran, failed = _run_adaptive(cfg, out, grid, store, workers, backend,
+                                                 progress)
+        else:
+            todo = _plan(store, out, grid)
+            failed = _run_cells(cfg, out, grid, store, todo, workers, backend, progress)
+            skipped, ran = len(grid) - len(todo), len(todo) - failed
     finally:
         store.close()
     law = fit_sweep_law(cfg, out)
-    return SweepSummary(out, len(grid), len(grid) - len(todo), len(todo) - failed, failed,
-                        round(time.perf_counter() - start, 1), law)
+    return SweepSummary(out, len(grid), skipped, ran, failed,
+                        round(time.perf_counter() - start, 1), law,
+                        len(grid) - skipped - ran - failed)
+
+
+def _run_cells(cfg: SweepConfig, out: Path, grid: dict[str, CellSpec], store: Store,
+               keys: list[str], workers: int, backend: str, progress: bool) -> int:
+    """Make the students of the cells ``keys``, run the cells in lockstep groups and record
+    them; return how many failed."""
+    todo = sorted(keys, key=lambda k: run_order(grid[k]))
+    prepare_students(cfg, out, [grid[k] for k in todo])
+    for key in todo:
+        store.plan(key, _student_fields(out, grid[key]))
+    threads = threads_per_worker(workers)
+    tasks = [task_payload([cell_payload(cfg, grid[k], k, student_dir(out, grid[k]),
+                                        out / "cells" / k, threads) for k in group])
+             for group in lockstep_groups(cfg, grid, todo)]
+    return _execute(store, tasks, workers, backend, progress)
+
+
+def _run_adaptive(cfg: SweepConfig, out: Path, grid: dict[str, CellSpec], store: Store,
+                  workers: int, backend: str, progress: bool) -> tuple[int, int, int]:
+    """Rounds of the cells the adaptive selection chooses, until it chooses none; a cell
+    that fails is not chosen again in this run. Returns (skipped, ran, failed) cells."""
+    for key in _plan(store, out, grid, every=False):
+        if (store.get(key) or {}).get("status") == "done":  # its run folder is unfinished
+            store.reset(key)
+    cells = [CellRow.from_mapping({**describe(c, out, k), "key": k}) for k, c in grid.items()]
+    skipped = sum(CellRow.from_mapping(store.get(k) or {}).finished for k in grid)
+    failed: set[str] = set()
+    ran, logged, rounds = 0, set(), 0
+    while True:
+        sel = select(cells, read_rows(out), cfg.adaptive, failed)
+        write_json(out / ADAPTIVE_NAME, {"rule": cfgmod.to_dict(cfg.adaptive),
+                                         "rounds_this_run": rounds, **sel.to_dict()})
+        _log_dropped(sel, logged)
+        if not sel.next:
+            return skipped, ran, len(failed)
+        rounds += 1
+        print(f"adaptive round {rounds}: {len(sel.next)} cells ("
+              + "; ".join(f"{_curve_label(c.setting)}: {', '.join(c.next)}"
+                          for c in sel.curves if c.next) + ")", flush=True)
+        for key in sel.next:
+            store.plan(key, describe(grid[key], out, key))
+        _run_cells(cfg, out, grid, store, sel.next, workers, backend, progress)
+        now = {k for k in sel.next if CellRow.from_mapping(store.get(k) or {}).finished}
+        ran += len(now)
+        failed |= set(sel.next) - now
+
+
+def _log_dropped(sel: Selection, logged: set[tuple]) -> None:
+    """One log line per teacher the selection newly leaves out, with its reason."""
+    for c in sel.curves:
+        for d in c.dropped:
+            key = (str(c.setting), d.teacher)
+            if key not in logged:
+                logged.add(key)
+                print(f"adaptive {_curve_label(c.setting)}: drop {d.teacher} ({d.reason})",
+                      flush=True)
+
+
+def _curve_label(setting: dict[str, Any]) -> str:
+    return (f"S {setting['student_target'] / 1e6:.3g}M {setting['objective']} "
+            f"{setting['allocation']} {setting['init']} {setting['tokens']} tok")
 
 
 def run_order(cell: CellSpec) -> tuple:
@@ -104,10 +176,14 @@ def lockstep_groups(cfg: SweepConfig, grid: dict[str, CellSpec], todo: list[str]
             for i in range(0, len(keys), size)]
 
 
-def _plan(store: Store, out: Path, grid: dict[str, CellSpec]) -> list[str]:
-    """Record every cell; return the keys that still need running."""
+def _plan(store: Store, out: Path, grid: dict[str, CellSpec], every: bool = True) -> list[str]:
+    """Record every cell (with ``every`` off, only those already in the store or on disk:
+    an adaptive sweep records a cell when it chooses it); return the keys that still need
+    running."""
     todo = []
     for key, cell in grid.items():
+        if not every and store.get(key) is None and not (out / "cells" / key).exists():
+            continue
         store.plan(key, describe(cell, out, key))
         row = store.get(key) or {}
         finished = is_complete(out / "cells" / key)
@@ -238,8 +314,6 @@ def fit_sweep_law(cfg: SweepConfig, out: Path) -> dict[str, Any]:
 def fit_setting(cfg: SweepConfig, out: Path, where: dict[str, Any],
                 size: str = "total") -> dict[str, Any]:
     """The law of one setting of the sweep in ``out``; a fit that cannot run is recorded."""
-    from capgap.results.store import read_rows
-
     # done rows only: a cell whose student never got made has no sizes to read
     return fit_rows(read_rows(out, status="done"), where, size, cfg.law_bootstrap,
                     str(out / DB_NAME))
