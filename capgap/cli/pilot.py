@@ -16,6 +16,9 @@ HELP = ("the main job: pretrain the default micro family, sweep teacher x studen
         "law, write the report (re-running resumes; --preset large goes further)")
 
 
+ANSWER = "answer.json"  # which regime the pilot ran and what its answer rests on
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, "sweep")
     add_sweep_flags(p)
@@ -26,10 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from capgap.io import write_json
     from capgap.report import build_report, summary_table
     from capgap.report.tables import TEACHER_COLUMNS
     from capgap.report.text import table
     from capgap.results.accounting import teacher_rows
+    from capgap.results.regime import describe_answer, describe_regime, read_regime, regime_lines
+    from capgap.results.store import sweep_law
     from capgap.sweep import SweepConfig, run_sweep
 
     cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")
@@ -45,5 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print("teachers (micro models, far from converged: see tok/param):")
         print(table(teachers, TEACHER_COLUMNS))
     print(describe_summary(summary))
+    regime, answer = describe_regime(read_regime(args.out)), describe_answer(sweep_law(args.out))
+    print("\n".join(regime_lines(regime, answer)))
+    write_json(args.out / ANSWER, {"regime": regime, "answer": answer})
     print(f"report: {build_report(args.out)}")
     return 0 if summary.failed == 0 else 1

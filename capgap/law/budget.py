@@ -42,6 +42,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from capgap.errors import CapgapError
+from capgap.results.regime import REGIME
 
 SUP_NAMES = ("E", "A", "alpha", "B", "beta", "gamma")
 DAMAGE_NAMES = ("K", "kappa", "eta")
@@ -385,9 +386,6 @@ def _at_bounds(sup: Mapping[str, float], kd: Mapping[str, float]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------
 # Teachers
-
-
-REGIME = "regime.json"  # what ``capgap pretrain`` writes beside its sizes
 
 
 def teachers_from(path: str | Path) -> tuple[dict[str, float], dict[str, float]]:

@@ -23,3 +23,11 @@ LAW_BOOTSTRAP = 1000
 
 LAW_CI = 0.95
 """Interval level of every law."""
+
+TRAINED_TOKENS_PER_PARAM = 10.0
+"""A teacher counts as trained from this many training tokens per parameter (Chinchilla's
+compute-optimal point is about 20): below it a bigger teacher is barely a better one."""
+
+LOW_EMBEDDING = 0.35
+"""A teacher counts as low-embedding when at most this fraction of its parameters are
+embeddings: above it, pruning to a small student mostly cuts the transformer away."""

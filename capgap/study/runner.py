@@ -36,7 +36,7 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
-from capgap.law.budget import REGIME, teachers_from
+from capgap.law.budget import teachers_from
 from capgap.law.holdout import holdout
 from capgap.report import build_report
 from capgap.report.study import (
@@ -58,6 +58,7 @@ from capgap.report.synthesis import (
 from capgap.results.accounting import busy_seconds, compute_rows, left_seconds, status_counts
 from capgap.results.findings import findings, hypotheses, law_summary
 from capgap.results.optimum import shared_seeds_by
+from capgap.results.regime import REGIME
 from capgap.results.rows import CellRow, PartRow
 from capgap.results.store import DB_NAME, LAW_NAME, read_rows
 from capgap.results.synthesis import pooled_rows, synthesis, tag_rows

@@ -27,6 +27,7 @@ from capgap.evaluate.heldout import EvalConfig, evaluate_text
 from capgap.io import write_json
 from capgap.models import build_model, load_family, save_model
 from capgap.models.params import count_params, count_params_from_config
+from capgap.results.regime import REGIME
 from capgap.runs import RunDir, env_threads, is_complete, use_threads
 from capgap.train.loop import OptimConfig, TrainConfig, train
 from capgap.train.loss import lm_loss, mean_lm_loss
@@ -218,7 +219,6 @@ def pretrain(
     return results
 
 
-REGIME = "regime.json"
 
 
 def regime(results: list[SizeResult]) -> dict[str, Any]:
