@@ -20,6 +20,7 @@ from capgap.runs import RunDir, is_complete
 from capgap.sweep.backends import execute, threads_per_worker
 from capgap.sweep.cell import cell_payload, task_payload
 from capgap.sweep.config import SweepConfig
+from capgap.sweep.flops import CellFlops
 from capgap.sweep.grid import CellSpec, build_grid, cell_key
 from capgap.sweep.lock import driver_lock
 from capgap.sweep.students import prepare_students, resolve_teachers, student_dir, student_meta
@@ -64,10 +65,11 @@ def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progres
     grid = {cell_key(cfg, c): c for c in build_grid(cfg, teachers)}
     store = Store(out / DB_NAME)
     try:
-        todo = sorted(_plan(store, out, grid), key=lambda k: run_order(grid[k]))
+        flops = CellFlops(cfg, out)
+        todo = sorted(_plan(store, out, grid, flops), key=lambda k: run_order(grid[k]))
         prepare_students(cfg, out, [grid[k] for k in todo])
         for key in todo:
-            store.plan(key, _student_fields(out, grid[key]))
+            store.plan(key, _student_fields(out, grid[key], flops))
         threads = threads_per_worker(workers)
         tasks = [task_payload([cell_payload(cfg, grid[k], k, student_dir(out, grid[k]),
                                             out / "cells" / k, threads) for k in keys])
@@ -104,7 +106,7 @@ def lockstep_groups(cfg: SweepConfig, grid: dict[str, CellSpec], todo: list[str]
             for i in range(0, len(keys), size)]
 
 
-def _plan(store: Store, out: Path, grid: dict[str, CellSpec]) -> list[str]:
+def _plan(store: Store, out: Path, grid: dict[str, CellSpec], flops: CellFlops) -> list[str]:
     """Record every cell; return the keys that still need running."""
     todo = []
     for key, cell in grid.items():
@@ -114,7 +116,7 @@ def _plan(store: Store, out: Path, grid: dict[str, CellSpec]) -> list[str]:
         if finished and row.get("status") == "done":
             continue
         if finished:  # the worker finished but the driver died before recording it
-            store.plan(key, _student_fields(out, cell))
+            store.plan(key, _student_fields(out, cell, flops))
             store.mark_done(key, _recorded_result(out / "cells" / key))
             continue
         todo.append(key)
@@ -132,9 +134,11 @@ def describe(cell: CellSpec, out: Path, key: str) -> dict[str, Any]:
             "pruned_from": cell.pruned_from.name}
 
 
-def _student_fields(out: Path, cell: CellSpec) -> dict[str, Any]:
+def _student_fields(out: Path, cell: CellSpec, flops: CellFlops) -> dict[str, Any]:
+    """The row fields known once the cell's student is made: its size and the cell's FLOPs."""
     meta = student_meta(out, cell)
-    return {k: meta[k] for k in ("student_params", "student_params_ne", "sparsity", "prune_s")}
+    return {**{k: meta[k] for k in ("student_params", "student_params_ne", "sparsity", "prune_s")},
+            **flops(cell)}
 
 
 def _recorded_result(cell_dir: Path) -> dict[str, Any]:
