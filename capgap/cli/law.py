@@ -170,7 +170,7 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-_COST_NAMES = {"distill_s": "cell seconds"}
+_COST_NAMES = {"distill_s": "cell seconds", "total_flops": "FLOPs"}
 
 
 def summarise_replay(r: dict[str, Any]) -> str:

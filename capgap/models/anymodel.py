@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from capgap.models import pruned
 from capgap.models.io import load_model, save_model
@@ -38,6 +40,18 @@ def load_any_model(path_or_name: str | Path, dtype: Any = None) -> tuple[nn.Modu
         model, tokenizer = pruned.load_pruned(target)
         return (model.to(dtype) if dtype is not None else model), tokenizer
     return load_model(target, dtype=dtype)
+
+
+def model_skeleton(path_or_name: str | Path) -> nn.Module:
+    """The model at ``path_or_name`` for reading its shapes (FLOPs, sizes): built on the meta
+    device from its config, no weights read, unless it has per-layer shapes (loaded whole:
+    its config.json is the zero-padded equivalent, not its real shape)."""
+    target = resolve_model_path(path_or_name)
+    if has_per_layer_shapes(target):
+        return pruned.load_pruned(target)[0]
+    config = AutoConfig.from_pretrained(target)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
 
 
 def save_any_model(model: nn.Module, tokenizer: Any, out_dir: str | Path,

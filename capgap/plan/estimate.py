@@ -2,11 +2,9 @@
 
 FLOPs (per token; "dense" = what a dense attention kernel executes, PaLM's MFU convention):
 
-* forward of a model:   F = 2·N_mm + 4·L·d_attn·S
-  N_mm = parameters used in matmuls (all linear weights incl. the LM head, tied or not;
-  embeddings lookups, norms and biases excluded), L layers, d_attn = heads·head_dim, S the
-  sequence length (QKᵀ and A·V, each 2·S·d_attn). Causal flash kernels skip ~half the
-  attention term; we count it whole, as MFU figures do.
+* forward of a model:   F = 2·N_mm + 4·L·d_attn·S  (:class:`capgap.models.arch.FlopShape`, the
+  one formula: N_mm = weights used in matmuls incl. the LM head, L layers, d_attn =
+  heads·head_dim, S the sequence length; the attention term counted whole, as MFU figures do).
 * distillation:         teacher forward F_t + student training 3·F_s (backward = 2× forward).
 * GPU-hours = D·(F_t + 3·F_s) / (MFU · peak FLOP/s); recomputation under activation
   checkpointing is not model FLOPs — it shows up as a lower achievable MFU.
@@ -34,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import PretrainedConfig
 
-from capgap.models.arch import adapter_for, count_shape, geometry, matmul_params
+from capgap.models.arch import FlopShape, adapter_for, count_shape, geometry, matmul_params
 
 GiB = 1024**3
 # Least sharded first: the first that fits is the plan (less communication, simpler setup).
@@ -69,9 +67,14 @@ class ModelShape:
                    g.n_heads * g.head_dim, g.n_kv * g.head_dim, g.ffn, config.vocab_size,
                    adapter.gated)
 
+    @property
+    def flops(self) -> FlopShape:
+        """What its FLOPs per token depend on: every layer has the same attention width."""
+        return FlopShape(self.matmul_params, self.layers * self.d_attn)
+
     def forward_flops(self, seq_len: int) -> float:
         """Forward FLOPs per token (module docstring)."""
-        return 2 * self.matmul_params + 4 * self.layers * self.d_attn * seq_len
+        return self.flops.forward_flops(seq_len)
 
     def layer_activation_bytes(self) -> int:
         """Bytes per token kept for backward by one layer (module docstring)."""
@@ -123,8 +126,8 @@ class Plan:
 def distill_flops(teacher: ModelShape, student: ModelShape, tokens: float,
                   seq_len: int) -> dict[str, float]:
     """Model FLOPs of distilling on ``tokens``: teacher forward + student training."""
-    t = teacher.forward_flops(seq_len) * tokens
-    s = 3 * student.forward_flops(seq_len) * tokens
+    t = teacher.flops.forward_flops(seq_len) * tokens
+    s = student.flops.train_flops(seq_len) * tokens
     return {"teacher_forward": t, "student_train": s, "total": t + s,
             "per_token": (t + s) / tokens,
             "simple_2NtD_6NsD": 2 * teacher.params * tokens + 6 * student.params * tokens}

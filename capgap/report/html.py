@@ -2,7 +2,9 @@
 also written beside it), plus the law's figure from :func:`capgap.law.plot_law`.
 
 One figure per student size: held-out loss against teacher size, distilled and baseline,
-one line per setting — the rise-then-fall (or its absence) the law is built from.
+one line per setting — the rise-then-fall (or its absence) the law is built from; and the
+loss against each cell's model FLOPs (teacher forward + student training + scoring), its
+points also in ``loss_vs_flops.json``.
 """
 
 from __future__ import annotations
@@ -12,16 +14,16 @@ import csv
 import html
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from capgap.io import atomic_path, write_text
+from capgap.io import atomic_path, write_json, write_text
 from capgap.law.bracket import bracket_text
 from capgap.law.plot import plot_law, pyplot
 from capgap.report.tables import COLUMNS, COMPUTE_COLUMNS, TEACHER_COLUMNS, paired_table
 from capgap.report.text import table
-from capgap.results.accounting import compute_rows, status_counts, teacher_rows
+from capgap.results.accounting import compute_rows, flops_spent, status_counts, teacher_rows
 from capgap.results.pairing import paired_rows
 from capgap.results.rows import CellRow
 from capgap.results.store import NAMES as STORE_COLUMNS
@@ -29,6 +31,7 @@ from capgap.results.store import read_rows, sweep_law
 
 REPORT_DIR = "report"
 CELLS_CSV = "cells.csv"
+FLOPS_JSON = "loss_vs_flops.json"
 _PATH_COLUMNS = ("teacher_path", "student_path", "cell_dir", "model_dir")
 
 
@@ -40,6 +43,7 @@ def build_report(sweep_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figures = [curve_figure(rows, target, out) for target in _targets(rows)]
     figures.append(gain_figure(rows, out))
+    figures.append(flops_figure(rows, out))
     law = sweep_law(sweep_dir)
     if law is not None and law.get("status") not in ("error", "pending"):
         figures.append(_law_figure(law, out))
@@ -77,16 +81,42 @@ def curve_figure(rows: list[CellRow], target: int, out: Path) -> tuple[str, str]
     if not mine:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for label, pts, baseline in _series(mine):
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, "--s" if baseline else "-o", label=label, alpha=0.8 if baseline else 1)
-    ax.set_xscale("log")
-    ax.set_xlabel("teacher parameters (total)")
-    ax.set_ylabel("held-out loss (nats/token)")
+    for label, baseline, cells in _series(mine):
+        _line(ax, [(by_t[0].teacher_params, _mean(r.val_loss for r in by_t)) for by_t in cells],
+              label, baseline)
+    _log_x(ax, "teacher parameters (total)", "held-out loss (nats/token)")
     ax.set_title(f"student {target / 1e6:.3g}M params")
     name = f"loss_student_{target}.png"
     save_figure(fig, ax, out / name)
     return name, f"Student {target / 1e6:.3g}M: distilled (solid) and no-teacher baseline (dashed)"
+
+
+def flops_figure(rows: list[CellRow], out: Path) -> tuple[str, str] | None:
+    """Held-out loss against each cell's total model FLOPs (means over seeds), one line per
+    student size and setting through its teachers, baselines dashed; its points go to
+    ``loss_vs_flops.json``. Cells recorded before FLOPs were are left out; None without any."""
+    mine = [r for r in rows if r.finished and r.total_flops is not None]
+    if not mine:
+        return None
+    series = [{"label": label, "student_target": cells[0][0].student_target,
+               "baseline": baseline, "points": [
+        {"teacher": by_t[0].teacher, "teacher_params": by_t[0].teacher_params, "cells": len(by_t),
+         "total_flops": _mean(r.total_flops for r in by_t),
+         "val_loss": _mean(r.val_loss for r in by_t)} for by_t in cells]}
+        for label, baseline, cells in _series(mine)]
+    write_json(out / FLOPS_JSON, {"x": "total_flops", "y": "val_loss", "series": series})
+    colors = {t: f"C{i % 10}" for i, t in enumerate(sorted({s["student_target"] for s in series}))}
+    fig, ax = pyplot().subplots(figsize=(6, 4.2))
+    for s in series:  # a student size and its baseline share a colour
+        _line(ax, [(p["total_flops"], p["val_loss"]) for p in s["points"]], s["label"],
+              s["baseline"], colors[s["student_target"]])
+    _log_x(ax, "model FLOPs per cell (teacher forward + student training + scoring)",
+           "held-out loss (nats/token)", _no_minor_labels)
+    name = "loss_vs_flops.png"
+    save_figure(fig, ax, out / name)
+    return name, ("Held-out loss against compute: each line one student size and setting "
+                  "through its teachers, smallest first; baselines (no teacher) dashed. "
+                  f"Points: {FLOPS_JSON}")
 
 
 def gain_figure(rows: list[CellRow], out: Path) -> tuple[str, str] | None:
@@ -108,14 +138,28 @@ def gain_figure(rows: list[CellRow], out: Path) -> tuple[str, str] | None:
         ax.plot(xs, [sum(by_ratio[x]) / len(by_ratio[x]) for x in xs], "-o",
                 label=f"S {target / 1e6:.3g}M, {obj}, {alloc}, {init}, {tokens:,} tok")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xscale("log")
-    ratio_axis(ax.xaxis)
-    ax.set_xlabel("teacher / student size (requested)")
-    ax.set_ylabel("gain over no-teacher baseline (nats/token)")
+    _log_x(ax, "teacher / student size (requested)", "gain over no-teacher baseline (nats/token)",
+           ratio_axis)
     name = "gain.png"
     save_figure(fig, ax, out / name)
     return name, ("Distillation gain: baseline loss minus distilled loss, mean over seeds "
                   "(above 0: the teacher helped)")
+
+
+def _log_x(ax: Any, xlabel: str, ylabel: str, ticks: Callable[[Any], None] | None = None) -> None:
+    """A log x axis (``ticks`` then sets its tick labels: a log scale resets them) and the
+    two axis labels."""
+    ax.set_xscale("log")
+    if ticks is not None:
+        ticks(ax.xaxis)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def _no_minor_labels(axis: Any) -> None:
+    from matplotlib.ticker import NullFormatter  # as pyplot()
+
+    axis.set_minor_formatter(NullFormatter())
 
 
 def ratio_axis(axis: Any) -> None:
@@ -137,16 +181,34 @@ def save_figure(fig: Any, ax: Any, path: Path) -> None:
     pyplot().close(fig)
 
 
-def _series(rows: list[CellRow]) -> Iterable[tuple[str, list[tuple[float, float]], bool]]:
-    """One line per setting: points are (teacher params, mean loss over seeds)."""
-    groups: dict[tuple, dict[int, list[float]]] = {}
+def _series(rows: list[CellRow]) -> Iterable[tuple[str, bool, list[list[CellRow]]]]:
+    """One line per student size and setting, smallest size first: (label, is baseline, its
+    cells grouped by teacher, smallest first; a group holds the seeds). The label names the
+    student size when ``rows`` hold several."""
+    groups: dict[tuple, dict[int, list[CellRow]]] = {}
     for r in rows:
-        key = (r.objective, r.allocation, r.init, r.tokens, not r.distilled)
-        groups.setdefault(key, {}).setdefault(r.teacher_params, []).append(r.val_loss)
-    for (obj, alloc, init, tokens, baseline), by_t in sorted(groups.items(), key=str):
-        pts = [(t, sum(v) / len(v)) for t, v in sorted(by_t.items())]
+        key = (r.student_target, r.objective, r.allocation, r.init, r.tokens, not r.distilled)
+        groups.setdefault(key, {}).setdefault(r.teacher_params, []).append(r)
+    several = len({k[0] for k in groups}) > 1
+    for (target, obj, alloc, init, tokens, baseline), by_t in sorted(
+            groups.items(), key=lambda kv: (kv[0][0] or 0, str(kv[0]))):
         name = "baseline (alpha=1)" if baseline else obj
-        yield f"{name}, {alloc}, {init}, {tokens:,} tok", pts, baseline
+        size = f"S {target / 1e6:.3g}M, " if several else ""
+        yield (f"{size}{name}, {alloc}, {init}, {tokens:,} tok", baseline,
+               [by_t[t] for t in sorted(by_t)])
+
+
+def _line(ax: Any, pts: list[tuple[float, float]], label: str, baseline: bool,
+          color: str | None = None) -> None:
+    """One series: solid circles, or dashed squares for a baseline."""
+    xs, ys = zip(*pts, strict=True)
+    ax.plot(xs, ys, "--s" if baseline else "-o", label=label, alpha=0.8 if baseline else 1,
+            color=color)
+
+
+def _mean(values: Iterable[float]) -> float:
+    v = list(values)
+    return sum(v) / len(v)
 
 
 def _page(sweep_dir: Path, rows: list[CellRow], figures: list[tuple[str, str]],
@@ -171,6 +233,7 @@ def _page(sweep_dir: Path, rows: list[CellRow], figures: list[tuple[str, str]],
                 "(parallel workers overlap).</p>")
     body.append(f"<pre>{html.escape(table(compute_rows(sweep_dir, rows), COMPUTE_COLUMNS))}"
                 "</pre>")
+    body.append(f"<p>{html.escape(_flops_text(flops_spent(rows)))}</p>")
     failed = [r for r in rows if r.status == "failed"]
     if failed:
         body.append("<h2>Failed cells</h2><pre>" + html.escape("\n".join(
@@ -179,6 +242,15 @@ def _page(sweep_dir: Path, rows: list[CellRow], figures: list[tuple[str, str]],
              "img{max-width:100%}pre{font-size:12px;overflow-x:auto}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>capgap sweep</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _flops_text(spent: dict[str, float] | None) -> str:
+    if spent is None:
+        return "Model FLOPs: not recorded for every finished cell (cells run before they were)."
+    return (f"Model FLOPs of the finished cells: {spent['alone']:.3g} run one by one, each "
+            f"scoring its teacher anew; {spent['shared']:.3g} with each teacher scored once and "
+            "its forward shared by the cells of a (budget, seed) slice, as whole lockstep "
+            "groups run it. Teacher pretraining and evaluation not counted.")
 
 
 def _law_html(law: dict[str, Any] | None) -> str:

@@ -1,5 +1,6 @@
 """What a sweep spent and has left: cells by status, compute by stage, busy wall time, an
-estimate of the time the unfinished cells still need, and the teachers it pretrained."""
+estimate of the time the unfinished cells still need, the teachers it pretrained, and the
+model FLOPs the finished cells recorded."""
 
 from __future__ import annotations
 
@@ -99,3 +100,19 @@ def compute_rows(sweep_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> li
                 "tokens": sum(r["tokens"] for r in out),
                 "seconds": sum(r["seconds"] for r in out)})
     return out
+
+
+def flops_spent(rows: Iterable[Mapping[str, Any]]) -> dict[str, float] | None:
+    """Model FLOPs of the finished cells: ``alone``, their ``total_flops`` summed (each cell
+    run by itself, scoring its teacher anew), and ``shared``, each teacher scored once and
+    each teacher forward paid once per (teacher, budget, seed) slice, as lockstep groups
+    without a size cap run them (cells of a slice share the batches, so that forward is one).
+    None when a finished cell has no FLOPs (recorded before they were)."""
+    done = [r for r in as_rows(rows) if r.finished]
+    if not done or any(r.total_flops is None for r in done):
+        return None
+    scoring = {r.cut_from: r.prune_flops for r in done if r.prune_flops}
+    forwards = {(r.teacher, r.tokens, r.seed): r.teacher_flops for r in done if r.teacher_flops}
+    shared = (sum(r.student_flops for r in done) + sum(scoring.values())
+              + sum(forwards.values()))
+    return {"alone": sum(r.total_flops for r in done), "shared": shared}

@@ -46,7 +46,7 @@ from capgap.errors import CapgapError
 from capgap.results.defaults import NOISE_FLOOR, SIGNAL
 from capgap.results.optimum import exceeds_noise
 from capgap.results.pairing import student_key
-from capgap.results.rows import COLUMNS, CellRow, as_rows
+from capgap.results.rows import CellRow, as_rows
 from capgap.results.synthesis import optimum_table, tag_rows
 
 CURVE_KEYS = ("objective", "allocation", "init", "tokens", "student_target")
@@ -233,7 +233,7 @@ def _read(curve: Curve, entry: dict[str, Any], cfg: AdaptiveConfig) -> None:
             curve.tied.append(name)
 
 
-COSTS = ("tokens", "distill_s", *(c for c, _, _ in COLUMNS if c.startswith("flops")))
+COSTS = ("tokens", "distill_s", "total_flops")
 """Columns summed as a replay's cost: tokens, cell seconds, and FLOPs where rows record them."""
 
 

@@ -59,6 +59,15 @@ class CellRow(Mapping[str, Any]):
     updated: str | None = _col("TEXT", "last status change (local time)")
     pruned_from: str | None = _col("TEXT", "teacher the student was cut from (its own, or the "
                                            "same-init control's students.prune_from)")
+    teacher_flops: float | None = _col("REAL", "model FLOPs of the teacher's forward over the "
+                                        "distillation tokens (0 for a baseline), as if run "
+                                        "alone: a lockstep group pays it once for all members")
+    student_flops: float | None = _col("REAL", "model FLOPs of the student's training "
+                                        "(3 x its forward) over the distillation tokens")
+    prune_flops: float | None = _col("REAL", "model FLOPs of scoring the teacher the student was "
+                                      "cut from (shared by its students; 0 for scratch init)")
+    total_flops: float | None = _col("REAL", "teacher_flops + student_flops + prune_flops (None "
+                                      "when unknown: rows recorded before FLOPs were)")
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> CellRow:

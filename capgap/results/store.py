@@ -24,7 +24,8 @@ DB_NAME = "results.sqlite"
 LAW_NAME = "law.json"  # the sweep's headline law, beside its database
 STATUSES = ("pending", "running", "done", "failed")
 
-ADDED = {"pruned_from"}  # columns newer than the first schema: added to older databases
+# columns newer than the first schema: added to older databases (their rows read None)
+ADDED = {"pruned_from", "teacher_flops", "student_flops", "prune_flops", "total_flops"}
 NAMES = [c for c, _, _ in COLUMNS]
 ORDER_BY = ("student_target", "teacher_params", "objective", "allocation", "init", "tokens", "seed")
 ORDER = " ORDER BY " + ", ".join(ORDER_BY)

@@ -28,6 +28,7 @@ from capgap.runs import RunDir, is_complete
 from capgap.sweep.backends import execute, threads_per_worker
 from capgap.sweep.cell import cell_payload, task_payload
 from capgap.sweep.config import SweepConfig
+from capgap.sweep.flops import CellFlops
 from capgap.sweep.grid import CellSpec, build_grid, cell_key
 from capgap.sweep.lock import driver_lock
 from capgap.sweep.students import prepare_students, resolve_teachers, student_dir, student_meta
@@ -76,12 +77,13 @@ def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progres
     grid = {cell_key(cfg, c): c for c in build_grid(cfg, teachers)}
     store = Store(out / DB_NAME)
     try:
+        flops = CellFlops(cfg, out)
         if cfg.adaptive.enabled:
             skipped, ran, failed = _run_adaptive(cfg, out, grid, store, workers, backend,
-                                                 progress)
+                                                 progress, flops)
         else:
-            todo = _plan(store, out, grid)
-            failed = _run_cells(cfg, out, grid, store, todo, workers, backend, progress)
+            todo = _plan(store, out, grid, flops)
+            failed = _run_cells(cfg, out, grid, store, todo, workers, backend, progress, flops)
             skipped, ran = len(grid) - len(todo), len(todo) - failed
     finally:
         store.close()
@@ -92,13 +94,14 @@ def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progres
 
 
 def _run_cells(cfg: SweepConfig, out: Path, grid: dict[str, CellSpec], store: Store,
-               keys: list[str], workers: int, backend: str, progress: bool) -> int:
+               keys: list[str], workers: int, backend: str, progress: bool,
+               flops: CellFlops) -> int:
     """Make the students of the cells ``keys``, run the cells in lockstep groups and record
     them; return how many failed."""
     todo = sorted(keys, key=lambda k: run_order(grid[k]))
     prepare_students(cfg, out, [grid[k] for k in todo])
     for key in todo:
-        store.plan(key, _student_fields(out, grid[key]))
+        store.plan(key, _student_fields(out, grid[key], flops))
     threads = threads_per_worker(workers)
     tasks = [task_payload([cell_payload(cfg, grid[k], k, student_dir(out, grid[k]),
                                         out / "cells" / k, threads) for k in group])
@@ -107,10 +110,11 @@ def _run_cells(cfg: SweepConfig, out: Path, grid: dict[str, CellSpec], store: St
 
 
 def _run_adaptive(cfg: SweepConfig, out: Path, grid: dict[str, CellSpec], store: Store,
-                  workers: int, backend: str, progress: bool) -> tuple[int, int, int]:
+                  workers: int, backend: str, progress: bool,
+                  flops: CellFlops) -> tuple[int, int, int]:
     """Rounds of the cells the adaptive selection chooses, until it chooses none; a cell
     that fails is not chosen again in this run. Returns (skipped, ran, failed) cells."""
-    for key in _plan(store, out, grid, every=False):
+    for key in _plan(store, out, grid, flops, every=False):
         if (store.get(key) or {}).get("status") == "done":  # its run folder is unfinished
             store.reset(key)
     cells = [CellRow.from_mapping({**describe(c, out, k), "key": k}) for k, c in grid.items()]
@@ -130,7 +134,7 @@ def _run_adaptive(cfg: SweepConfig, out: Path, grid: dict[str, CellSpec], store:
                           for c in sel.curves if c.next) + ")", flush=True)
         for key in sel.next:
             store.plan(key, describe(grid[key], out, key))
-        _run_cells(cfg, out, grid, store, sel.next, workers, backend, progress)
+        _run_cells(cfg, out, grid, store, sel.next, workers, backend, progress, flops)
         now = {k for k in sel.next if CellRow.from_mapping(store.get(k) or {}).finished}
         ran += len(now)
         failed |= set(sel.next) - now
@@ -176,7 +180,8 @@ def lockstep_groups(cfg: SweepConfig, grid: dict[str, CellSpec], todo: list[str]
             for i in range(0, len(keys), size)]
 
 
-def _plan(store: Store, out: Path, grid: dict[str, CellSpec], every: bool = True) -> list[str]:
+def _plan(store: Store, out: Path, grid: dict[str, CellSpec], flops: CellFlops,
+          every: bool = True) -> list[str]:
     """Record every cell (with ``every`` off, only those already in the store or on disk:
     an adaptive sweep records a cell when it chooses it); return the keys that still need
     running."""
@@ -190,7 +195,7 @@ def _plan(store: Store, out: Path, grid: dict[str, CellSpec], every: bool = True
         if finished and row.get("status") == "done":
             continue
         if finished:  # the worker finished but the driver died before recording it
-            store.plan(key, _student_fields(out, cell))
+            store.plan(key, _student_fields(out, cell, flops))
             store.mark_done(key, _recorded_result(out / "cells" / key))
             continue
         todo.append(key)
@@ -208,9 +213,11 @@ def describe(cell: CellSpec, out: Path, key: str) -> dict[str, Any]:
             "pruned_from": cell.pruned_from.name}
 
 
-def _student_fields(out: Path, cell: CellSpec) -> dict[str, Any]:
+def _student_fields(out: Path, cell: CellSpec, flops: CellFlops) -> dict[str, Any]:
+    """The row fields known once the cell's student is made: its size and the cell's FLOPs."""
     meta = student_meta(out, cell)
-    return {k: meta[k] for k in ("student_params", "student_params_ne", "sparsity", "prune_s")}
+    return {**{k: meta[k] for k in ("student_params", "student_params_ne", "sparsity", "prune_s")},
+            **flops(cell)}
 
 
 def _recorded_result(cell_dir: Path) -> dict[str, Any]:

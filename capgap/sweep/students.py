@@ -99,9 +99,14 @@ def teacher_scores(cfg: SweepConfig, out: Path, teacher: Teacher, model: Any,
 def calibration_batches(cfg: SweepConfig, model: Any, tokenizer: Any) -> list[Any]:
     """Training-split batches for scoring (the validation split stays unseen)."""
     s = cfg.scoring
-    seq_len = s.seq_len or cfg.data.seq_len or model_context(model)
-    return data.calibration_batches(cfg.data.corpus, tokenizer, s.tokens, seq_len, s.batch_size,
+    return data.calibration_batches(cfg.data.corpus, tokenizer, s.tokens,
+                                    scoring_seq_len(cfg, model_context(model)), s.batch_size,
                                     s.seed)
+
+
+def scoring_seq_len(cfg: SweepConfig, context: int) -> int:
+    """The calibration windows' length for a teacher whose context is ``context``."""
+    return cfg.scoring.seq_len or cfg.data.seq_len or context
 
 
 def make_student(teacher: Any, tokenizer: Any, scores: Any, cell: CellSpec, folder: Path) -> None:

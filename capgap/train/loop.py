@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from capgap.errors import CapgapError
+from capgap.models.arch import flop_shape
 from capgap.runs import RunDir
 from capgap.train.checkpoint import (
     clean_partial,
@@ -140,16 +141,8 @@ def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
 
 
 def matmul_flops_per_token(model: nn.Module, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x matmul weights + attention scores (PaLM appendix B)."""
-    weights = 0
-    for m in model.modules():
-        w = getattr(m, "weight", None)
-        if isinstance(w, torch.Tensor) and w.ndim == 2 and not isinstance(m, nn.Embedding):
-            weights += w.numel()
-    cfg = getattr(model, "config", None)
-    layers = getattr(cfg, "num_hidden_layers", 0) or 0
-    hidden = getattr(cfg, "hidden_size", 0) or 0
-    return 6.0 * weights + 12.0 * layers * hidden * seq_len
+    """Training FLOPs per token of ``model`` (3 x forward: :class:`capgap.models.arch.FlopShape`)."""
+    return flop_shape(model).train_flops(seq_len)
 
 
 def autocast_for(precision: str, device: torch.device):  # noqa: ANN201 - a context manager

@@ -6,6 +6,7 @@ so the law fits and the report shows it.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def sweep(tmp_path) -> Path:
             for alpha, obj in ((0.5, "soft_ce"), (1.0, "ce")):
                 key = f"{s}-{t}-{obj}"
                 loss = _loss(s, t) + (0.05 if alpha == 1 else 0.0)
-                store.plan(key, {"teacher": f"T{t // 1000}k", "teacher_params": t,
+                flops = {"teacher_flops": 2.0 * t * 1000 if alpha < 1 else 0.0,
+                         "student_flops": 6.0 * s * 1000, "prune_flops": 4.0 * t * 100}
+                flops["total_flops"] = sum(flops.values())
+                store.plan(key, flops | {"teacher": f"T{t // 1000}k", "teacher_params": t,
                                  "teacher_params_ne": t // 2, "student_target": s,
                                  "student_params": s, "student_params_ne": s // 2,
                                  "sparsity": 1 - s / t, "objective": obj, "alpha": alpha,
@@ -55,7 +59,8 @@ def test_report_html_references_pngs_that_exist(sweep, capsys):
     assert "distilled" in printed and "baseline" in printed and "index.html" in printed
     page = (sweep / "report" / "index.html").read_text()
     names = set(re.findall(r'href="([^"]+\.png)"', page))
-    assert {f"loss_student_{s}.png" for s in STUDENTS} | {"law.png", "gain.png"} <= names
+    assert {f"loss_student_{s}.png" for s in STUDENTS} | {"law.png", "gain.png",
+                                                           "loss_vs_flops.png"} <= names
     assert "Compute spent" in page and "baseline cells (alpha = 1)" in page
     for name in names:
         assert (sweep / "report" / name).stat().st_size > 1000
@@ -94,3 +99,21 @@ def test_report_exports_every_cell_as_csv_without_machine_paths(sweep):
     assert float(done["val_loss"]) == pytest.approx(_loss(300_000, 500_000))
     assert "cell_dir" not in done and "model_dir" not in done  # this machine's paths
     assert "cells.csv" in (sweep / "report" / "index.html").read_text()
+
+
+def test_report_draws_loss_against_flops(sweep):
+    assert main(["report", str(sweep)]) == 0
+    data = json.loads((sweep / "report" / "loss_vs_flops.json").read_text())
+    assert (data["x"], data["y"]) == ("total_flops", "val_loss")
+    assert len(data["series"]) == 2 * len(STUDENTS)  # distilled and baseline per student size
+    for series in data["series"]:
+        s = int(float(series["label"].split("M")[0].removeprefix("S ")) * 1e6)
+        pts = series["points"]
+        assert [p["teacher_params"] for p in pts] == [t for t in TEACHERS if t > s]
+        for p in pts:
+            t = p["teacher_params"]
+            teacher = 0.0 if series["baseline"] else 2.0 * t * 1000
+            assert p["total_flops"] == teacher + 6.0 * s * 1000 + 4.0 * t * 100
+            assert p["val_loss"] == pytest.approx(_loss(s, t) + 0.05 * series["baseline"])
+    page = (sweep / "report" / "index.html").read_text()
+    assert "Model FLOPs of the finished cells" in page

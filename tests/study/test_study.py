@@ -48,6 +48,10 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     by_teacher = {r["teacher"]: r for r in control}
     assert by_teacher["A"]["val_loss"] == paper["A"]["val_loss"]  # the same cell, twice
     assert by_teacher["B"]["student_params"] == paper["A"]["student_params"]
+    # one student for both teachers: the same training and scoring FLOPs, a bigger forward
+    assert by_teacher["B"]["student_flops"] == by_teacher["A"]["student_flops"]
+    assert by_teacher["B"]["prune_flops"] == by_teacher["A"]["prune_flops"] > 0
+    assert by_teacher["B"]["teacher_flops"] > by_teacher["A"]["teacher_flops"] > 0
     assert json.loads((out / "study.json").read_text())["parts"].keys() == {"paper", "control"}
     assert "control/report/index.html" in (out / "index.html").read_text()
     (ctrl,) = record["synthesis"]["control"]

@@ -3,7 +3,8 @@
 One :class:`Adapter` per family (:mod:`~capgap.models.arch.families`) holds everything a
 stage needs to know about a layout: module names, the prunable shape (:class:`Geometry`),
 what each weight axis is indexed by, the vanilla-config rewrite for a smaller shape, and,
-through :class:`ParamTable`, parameter and matmul (FLOP) counts of any shape. Pruning,
+through :class:`ParamTable`, parameter and matmul counts of any shape; FLOPs per token are
+:class:`FlopShape` (:mod:`~capgap.models.arch.flops`, the one formula). Pruning,
 the MiniMA shape rule, the compute planner and model loading all ask it; nothing else
 lists supported architectures.
 
@@ -27,6 +28,7 @@ from capgap.models.arch.families import (
     adapter_for_type,
     supported_table,
 )
+from capgap.models.arch.flops import FlopShape, flop_shape
 from capgap.models.arch.layout import Adapter, Geometry, ParamTable, require_unpruned
 from capgap.models.params import ParamCount
 
@@ -37,9 +39,10 @@ from capgap.models.params import ParamCount
 ATTN_IMPLEMENTATION = "sdpa"
 
 __all__ = [
-    "ADAPTERS", "ATTN_IMPLEMENTATION", "FAMILIES", "SUPPORTED", "Adapter", "Geometry",
-    "ParamTable", "adapter_for", "adapter_for_type", "attn_implementation", "build_model", "count_shape", "geometry", "matmul_params",
-    "param_table", "require_unpruned", "supported_table",
+    "ADAPTERS", "ATTN_IMPLEMENTATION", "FAMILIES", "SUPPORTED", "Adapter", "FlopShape",
+    "Geometry", "ParamTable", "adapter_for", "adapter_for_type", "attn_implementation",
+    "build_model", "count_shape", "flop_shape", "geometry", "matmul_params", "param_table",
+    "require_unpruned", "supported_table",
 ]
 
 
