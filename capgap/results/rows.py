@@ -49,7 +49,8 @@ class CellRow(Mapping[str, Any]):
     tokens_per_s: float | None = _col("REAL", "training throughput")
     prune_s: float | None = _col("REAL", "seconds to make the student (shared by the cells "
                                          "using it)")
-    distill_s: float | None = _col("REAL", "seconds of this cell's training + evaluation")
+    distill_s: float | None = _col("REAL", "seconds of this cell's training + evaluation (a "
+                                            "lockstep group's, shared by budget)")
     teacher_path: str | None = _col("TEXT", "teacher model folder or hub name")
     student_path: str | None = _col("TEXT", "student init folder (students/...)")
     cell_dir: str | None = _col("TEXT", "the cell's distill run folder")

@@ -47,9 +47,16 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         outcomes = _distill(cells)
     except Exception as e:  # reported to the driver, which marks the cells failed
         outcomes = [e] * len(cells)
-    seconds = round((time.perf_counter() - start) / len(cells), 3)
-    return {"key": task["key"], "results": [_result(p["key"], o, seconds)
-                                            for p, o in zip(cells, outcomes, strict=True)]}
+    seconds = _shares(time.perf_counter() - start, [p["distill"]["train"]["tokens"] for p in cells])
+    return {"key": task["key"], "results": [_result(p["key"], o, s) for p, o, s
+                                            in zip(cells, outcomes, seconds, strict=True)]}
+
+
+def _shares(seconds: float, tokens: list[float]) -> list[float]:
+    """A group's seconds split among its cells in proportion to their budgets (the steps
+    each was trained for; equal budgets split evenly)."""
+    total = sum(tokens)
+    return [round(seconds * t / total, 3) for t in tokens]
 
 
 def _result(key: str, outcome: Any, seconds: float) -> dict[str, Any]:

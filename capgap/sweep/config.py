@@ -114,6 +114,10 @@ class SweepConfig:
     teacher forward per batch for all of them (results equal to one-by-one runs in fp32)."""
     lockstep_max: int = 0
     """At most this many students per lockstep group (0: no limit); caps memory."""
+    lockstep_budgets: bool = True
+    """Let cells of different budgets share a lockstep group: a smaller budget reads a prefix
+    of the larger one's batches, so the teacher runs once for both (results still equal to
+    one-by-one runs). Off: one group per budget, so whole (seed, budget) slices finish first."""
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
     """Run only the cells that narrow each student size's best teacher, in rounds, instead
     of the full grid (off by default; the rule: :mod:`capgap.results.adaptive`)."""

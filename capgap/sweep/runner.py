@@ -164,17 +164,19 @@ def run_order(cell: CellSpec) -> tuple:
 
 
 def lockstep_groups(cfg: SweepConfig, grid: dict[str, CellSpec], todo: list[str]) -> list[list[str]]:
-    """The cells to train together: those sharing a teacher, seed and budget (every other
-    setting is the sweep's own), at most ``cfg.lockstep_max`` at a time; one cell per group
-    when ``cfg.lockstep`` is off. Groups run seed by seed, smallest budget first (whole
-    slices finish first, as cells do), and within a slice the largest teacher's first: the
-    longest groups start early, so workers do not idle while the last one finishes."""
+    """The cells to train together: those sharing a teacher and seed, and with
+    ``cfg.lockstep_budgets`` off a budget too (every other setting is the sweep's own), at
+    most ``cfg.lockstep_max`` at a time; one cell per group when ``cfg.lockstep`` is off.
+    Groups run seed by seed (then smallest budget first when budgets are apart, so whole
+    slices finish first, as cells do) and the largest teacher's first: the longest groups
+    start early, so workers do not idle while the last one finishes."""
     if not cfg.lockstep:
         return [[k] for k in todo]
     groups: dict[tuple, list[str]] = {}
     for key in todo:
         c = grid[key]
-        groups.setdefault((c.seed, c.tokens, -c.teacher.params, c.teacher.path), []).append(key)
+        budget = 0 if cfg.lockstep_budgets else c.tokens
+        groups.setdefault((c.seed, budget, -c.teacher.params, c.teacher.path), []).append(key)
     size = cfg.lockstep_max or len(todo)
     return [keys[i:i + size] for slot in sorted(groups) for keys in [groups[slot]]
             for i in range(0, len(keys), size)]

@@ -135,3 +135,27 @@ def test_a_failing_member_fails_alone(models, tmp_path):
     assert not isinstance(results[0], Exception)
     assert (tmp_path / "r0" / "DONE.json").is_file()
     assert not (tmp_path / "r1" / "DONE.json").exists()
+
+
+def test_members_of_different_budgets_share_the_prefix(models, tmp_path, monkeypatch):
+    """A smaller budget reads a prefix of the larger one's batches: in one group the teacher
+    runs once per step of the longest member, and each member still ends where it would
+    alone (its own schedule over its own budget)."""
+    long, short = group(models)[0], group(models)[1]
+    short.train.tokens = long.train.tokens // 2
+    for i, c in enumerate((long, short)):
+        distill(c, tmp_path / f"alone{i}")
+    forwards = []
+    original = lockstep.SharedTeacherLoader.batch
+
+    def counting(self, step):
+        out = original(self, step)
+        forwards.append(self.forwards)
+        return out
+
+    monkeypatch.setattr(lockstep.SharedTeacherLoader, "batch", counting)
+    results = distill_lockstep([(long, tmp_path / "together0"), (short, tmp_path / "together1")])
+    assert all(not isinstance(r, Exception) for r in results)
+    for i in range(2):
+        assert_same_weights(tmp_path / f"alone{i}", tmp_path / f"together{i}")
+    assert max(forwards) == long.train.tokens // (8 * 32)
