@@ -192,6 +192,7 @@ def _describe_error(error: dict[str, Any], cls: type, data: Any, where: str) -> 
             value = value[key]
         except (KeyError, IndexError, TypeError):
             value = error["input"]
+    tp = _members(tp)[0] if _members(tp)[1:] == (type(None),) else tp  # X | None: X
     kind = error["type"]
     if kind == "missing_argument":
         return f"{path}: missing (required)"
