@@ -149,9 +149,16 @@ def test_a_stage_config_names_file_and_dotted_path(tmp_path):
             config.load(SweepConfig, f)
 
 
+@dataclass
+class Choice:
+    mode: Literal["a", "b"] | None = None
+
+
 def test_a_union_field_is_reported_as_a_whole(tmp_path):
     with pytest.raises(CapgapError, match=r"config\.target: expected int \| str, got \[1\]"):
         config.from_dict(Paths, {"target": [1]})
+    with pytest.raises(CapgapError, match=r"config\.mode: must be one of 'a', 'b', got 'c'"):
+        config.from_dict(Choice, {"mode": "c"})
 
 
 def test_numbers_in_a_file_are_typed_by_their_field(tmp_path):
