@@ -35,6 +35,7 @@ STAGES: list[str] = [
     "report",
     "recipe",
     "plan",
+    "presets",
     "archs",
 ]
 

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capgap.distill.engine import DistillConfig, distill
+    from capgap.distill.engine import distill
 
     flags = {"teacher": args.teacher, "student": args.student, "train.tokens": args.tokens,
              "objective.alpha": args.alpha, "objective.divergence": args.divergence,
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
              "teacher_cache.enabled": True if args.teacher_cache else None}
     if args.tokens is not None:
         flags["train.tokens"] = int(args.tokens)
-    cfg = load_stage_config(DistillConfig, "distill", args, default_preset="paper", flags=flags)
+    cfg = load_stage_config("distill", args, default_preset="paper", flags=flags)
     if args.force and not args.resume:
         raise CapgapError("--force only applies with --resume")
     res = distill(cfg, args.out, resume=args.resume, overwrite=args.overwrite, force=args.force)

@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from capgap.results.accounting import teacher_rows
     from capgap.results.regime import describe_answer, describe_regime, read_regime, regime_lines
     from capgap.results.store import sweep_law
-    from capgap.sweep import SweepConfig, run_sweep
+    from capgap.sweep import run_sweep
 
-    cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")
+    cfg = load_stage_config("sweep", args, default_preset="pilot")
     if args.no_progress:  # also silences the training bars of teachers and worker processes
         os.environ["CAPGAP_NO_PROGRESS"] = "1"
     if args.overwrite and args.out.exists():

@@ -28,9 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capgap.train.pretrain import PretrainConfig, pretrain
+    from capgap.train.pretrain import pretrain
 
-    cfg = load_stage_config(PretrainConfig, "pretrain", args, default_preset="pythia-micro")
+    cfg = load_stage_config("pretrain", args, default_preset="pythia-micro")
     results = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                        workers=args.workers)
     rows = [r.to_dict() for r in results]

@@ -55,9 +55,9 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from capgap.recipe.minima import MinimaConfig, run_minima
+    from capgap.recipe.minima import run_minima
 
-    cfg = load_stage_config(MinimaConfig, "recipe", args, flags=_flags(args))
+    cfg = load_stage_config("recipe", args, flags=_flags(args))
     if args.force and not args.resume:
         raise CapgapError("--force only applies with --resume")
     record = run_minima(cfg, args.out, resume=args.resume, overwrite=args.overwrite,

@@ -32,9 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from capgap.law.bracket import common_text, ratio_text
-    from capgap.study import StudyConfig, report_study, run_study
+    from capgap.study import report_study, run_study
 
-    cfg = load_stage_config(StudyConfig, "study", args, default_preset="study")
+    cfg = load_stage_config("study", args, default_preset="study")
     if args.no_progress:  # also silences the training bars of teachers and worker processes
         os.environ["CAPGAP_NO_PROGRESS"] = "1"
     if args.list:

@@ -19,7 +19,7 @@ HELP = "run the teacher x student sweep (prune, distil, baseline, evaluate; re-r
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, "sweep")
     add_sweep_flags(p)
-    p.add_argument("--out", required=True, help="sweep folder (re-running the same command "
+    p.add_argument("--out", help="sweep folder (re-running the same command "
                    "skips finished cells and redoes broken ones)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from capgap.report import summary_table
-    from capgap.sweep import SweepConfig, run_sweep
+    from capgap.sweep import run_sweep
 
-    cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")
+    cfg = load_stage_config("sweep", args, default_preset="pilot")
     if args.no_progress:  # also silences the training bars of teachers and worker processes
         os.environ["CAPGAP_NO_PROGRESS"] = "1"
     summary = run_sweep(cfg, Path(args.out), workers=args.workers, backend=args.backend,

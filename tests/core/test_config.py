@@ -127,3 +127,68 @@ def test_python_built_sweep_config_is_validated_before_anything_runs(tmp_path):
     with pytest.raises(CapgapError, match="students.sizes must be positive"):
         run_sweep(cfg, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stage_config_names_file_and_dotted_path(tmp_path):
+    from capgap.sweep import SweepConfig
+
+    f = tmp_path / "sweep.yaml"
+    for text, match in [
+        ("teachers: {pretrain: {train: {optim: {lrr: 1}}}}\n",
+         r"sweep\.yaml\.teachers\.pretrain\.train\.optim: unknown key 'lrr' \(did you mean 'lr'\?\)"),
+        ("train: {tokens: many}\n", r"sweep\.yaml\.train\.tokens: expected an integer, got 'many'"),
+        ("students: {sizes: [3e5, big]}\n", r"sweep\.yaml\.students\.sizes\[1\]: expected a number"),
+        ("objective: {divergence_kwargs: {beta: x}}\n",
+         r"sweep\.yaml\.objective\.divergence_kwargs\.beta: expected a number"),
+        ("baseline: 1\n", r"sweep\.yaml\.baseline: expected true or false, got 1"),
+        ("train: {parallel: ray}\n", r"train\.parallel: must be one of 'ddp', 'fsdp', got 'ray'"),
+        ("teachers: [a]\n", r"sweep\.yaml\.teachers: expected a mapping"),
+    ]:
+        f.write_text(text)
+        with pytest.raises(CapgapError, match=match):
+            config.load(SweepConfig, f)
+
+
+@dataclass
+class Choice:
+    mode: Literal["a", "b"] | None = None
+
+
+def test_a_union_field_is_reported_as_a_whole(tmp_path):
+    with pytest.raises(CapgapError, match=r"config\.target: expected int \| str, got \[1\]"):
+        config.from_dict(Paths, {"target": [1]})
+    with pytest.raises(CapgapError, match=r"config\.mode: must be one of 'a', 'b', got 'c'"):
+        config.from_dict(Choice, {"mode": "c"})
+
+
+def test_numbers_in_a_file_are_typed_by_their_field(tmp_path):
+    from capgap.sweep import SweepConfig
+
+    f = tmp_path / "sweep.yaml"
+    f.write_text("tokens: [2e6, 1.5e6]\nteachers: {models: [125000000, T1]}\n"
+                 "train: {optim: {lr: 3e-4}}\nstudents: {sizes: [3e5]}\n")
+    cfg = config.load(SweepConfig, f)
+    assert cfg.tokens == [2_000_000, 1_500_000] and all(type(t) is int for t in cfg.tokens)
+    assert cfg.teachers.models == ["125000000", "T1"]  # a name, though it spells a number
+    assert cfg.train.optim.lr == 3e-4 and cfg.students.sizes == [300_000.0]
+
+
+def test_a_python_built_stage_config_is_refused_with_its_path():
+    from capgap.distill.engine import DistillConfig
+    from capgap.train.loop import TrainConfig
+
+    bad = DistillConfig(student="s", teacher="t", train=TrainConfig(tokens="many"))
+    with pytest.raises(CapgapError, match=r"DistillConfig\.train\.tokens: expected an integer"):
+        config.checked(bad)
+    with pytest.raises(CapgapError, match="a teacher is required"):
+        config.checked(DistillConfig(student="s"))  # each section's validate() runs too
+
+
+def test_presets_are_importable_as_typed_configs():
+    from capgap.sweep import SweepConfig
+
+    cfg = config.preset("sweep", "ladder", ["seeds=[7]"])
+    assert isinstance(cfg, SweepConfig) and cfg.seeds == [7]
+    assert cfg.teachers.pretrain.family == "pythia-ladder"
+    with pytest.raises(CapgapError, match="no sweep preset 'nope'; presets: .*ladder"):
+        config.preset("sweep", "nope")

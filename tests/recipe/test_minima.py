@@ -236,10 +236,9 @@ def test_cli_reports_bad_input_on_one_line(world, tmp_path, capsys):
 ])
 def test_presets_give_the_intended_students(preset, teacher, shape):
     from capgap import config
-    from capgap.cli.common import preset_path
     from capgap.recipe.minima import target_params
 
-    cfg = config.load(MinimaConfig, preset_path("recipe", preset))
+    cfg = config.preset("recipe", preset)
     p = cfg.prune
     s = minima_shape(teacher, target_params(cfg), multiple=p.multiple, drop_layers=p.drop_layers)
     assert (s.layers_kept, s.hidden, s.heads, s.ffn) == shape and abs(s.error) <= 0.01

@@ -1,4 +1,5 @@
-"""Every shipped sweep preset loads; the pilot presets meet the grid the main job promises.
+"""Every shipped preset loads as its stage's config; the pilot presets meet the grid the main
+job promises.
 
 The pilot's promise (>= 5 teachers; >= 3 student sizes, each with >= 3 larger
 teachers; >= 2 seeds; global allocation; the paper's loss, with baselines) is checked on
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from capgap import config
-from capgap.cli.common import preset_names, preset_path
+from capgap.config import preset_names, preset_path
 from capgap.models import build_model, count_params, load_family
 from capgap.sweep import SweepConfig
 
@@ -26,10 +27,21 @@ def _family_sizes(family: str, vocab: int) -> list[int]:
                 for s in fam.sizes]
 
 
-@pytest.mark.parametrize("name", preset_names("sweep"))
-def test_every_sweep_preset_loads(name):
-    cfg = config.load(SweepConfig, preset_path("sweep", name))
-    assert cfg.tokens and cfg.seeds and cfg.students.sizes
+MODELS = {"distill": ["student=s", "teacher=t"], "recipe": ["teacher=t"]}
+"""What a stage's presets leave to the command line (the models), so their rules run too."""
+
+
+@pytest.mark.parametrize("stage, name", [(stage, name) for stage in config.STAGE_CONFIGS
+                                         for name in preset_names(stage)])
+def test_every_shipped_preset_loads_as_its_stages_config(stage, name):
+    cfg = config.preset(stage, name, MODELS.get(stage))
+    assert type(cfg) is config.config_class(stage)
+    if stage == "sweep":
+        assert cfg.tokens and cfg.seeds and cfg.students.sizes
+
+
+def test_every_stage_ships_presets():
+    assert all(preset_names(stage) for stage in config.STAGE_CONFIGS)
 
 
 @pytest.mark.parametrize("name", PILOTS)
