@@ -335,24 +335,25 @@ def _budget(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_hold_out(items: list[str]) -> dict[str, list[str]]:
+def parse_hold_out(items: list[str]) -> dict[str, list[int | float | str]]:
     """``["tokens=4e6", "student_target=4e5,5e5"]`` -> {column: values}."""
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[int | float | str]] = {}
     for item in items:
         key, sep, value = (part.strip() for part in item.partition("="))
         values = [v.strip() for v in value.split(",") if v.strip()]
         if not sep or not key or not values:
             raise CapgapError(f"--hold-out {item!r}: expected KEY=VALUE[,VALUE...], e.g. tokens=4e6")
-        out.setdefault(key, []).extend(f"{parse_size(v):g}" if _numeric(v) else v for v in values)
+        out.setdefault(key, []).extend(_value(v) for v in values)
     return out
 
 
-def _numeric(text: str) -> bool:
+def _value(text: str) -> int | float | str:
+    """A held-out value: a number where the text spells one (``4M``, ``2e6``), else the text."""
     try:
-        parse_size(text)
+        x = parse_size(text)
     except CapgapError:
-        return False
-    return True
+        return text
+    return int(x) if float(x).is_integer() else x
 
 
 def _holdout(args: argparse.Namespace) -> int:
