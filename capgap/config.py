@@ -155,12 +155,15 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", rules: 
     try:
         (obj,) = _validator(cls).validate_python([_on_defaults(cls, data)])
     except ValidationError as e:
-        raise CapgapError(_describe_error(e.errors()[0], cls, data, where)) from None
+        errors = e.errors()  # an unknown key first: a misspelt key also leaves one missing
+        first = next((x for x in errors if x["type"] in _UNKNOWN), errors[0])
+        raise CapgapError(_describe_error(first, cls, data, where)) from None
     if rules:
         _run_rules(obj)
     return obj
 
 
+_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false",
              "string": "a string", "list": "a list", "tuple": "a list", "dict": "a mapping",
              "dataclass": "a mapping"}
