@@ -31,14 +31,7 @@ from tqdm.auto import tqdm
 
 from capgap.errors import CapgapError
 from capgap.runs import RunDir
-from capgap.train.checkpoint import (
-    clean_partial,
-    fill_tied,
-    read_checkpoint,
-    rng_state,
-    set_rng_state,
-    write_checkpoint,
-)
+from capgap.train.checkpoint import clean_partial, rng_state, set_rng_state
 from capgap.train.distributed import Parallel, StepModule, setup
 
 
@@ -248,8 +241,7 @@ def _resume(run: RunDir, par: Parallel, wrapped: nn.Module, model: nn.Module,
     ckpt = par.on_main(newest)
     if ckpt is None:
         return 0, 0.0
-    model_sd, optim_sd, state = read_checkpoint(ckpt, str(par.device))
-    par.load_state_dicts(wrapped, model, optimizer, fill_tied(model, model_sd), optim_sd)
+    state = par.load_checkpoint(ckpt, wrapped, model, optimizer)
     step = int(state["step"])
     if par.is_main:
         run.truncate_metrics(step)
@@ -259,9 +251,8 @@ def _resume(run: RunDir, par: Parallel, wrapped: nn.Module, model: nn.Module,
 
 def _checkpoint(run: RunDir, par: Parallel, wrapped: nn.Module, model: nn.Module,
                 optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> None:
-    model_sd, optim_sd = par.state_dicts(wrapped, model, optimizer)  # collective under FSDP
+    par.save_checkpoint(run.checkpoint_path(state["step"]), wrapped, model, optimizer, state)
     if par.is_main:
-        write_checkpoint(run.checkpoint_path(state["step"]), model_sd, optim_sd, state)
         run.prune_checkpoints(keep)
     par.barrier()
 
