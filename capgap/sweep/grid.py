@@ -182,7 +182,9 @@ def cell_key(cfg: SweepConfig, cell: CellSpec) -> str:
     ident["teacher"] = _ident(cell.teacher)
     if cell.source is not None:  # absent otherwise, so the paper's cells keep their keys
         ident["pruned_from"] = _ident(cell.source)
-    payload = {"cell": ident, "distill": distill_settings(cfg, cell),
-               "scoring": cfgmod.to_dict(cfg.scoring)}
+    distill = distill_settings(cfg, cell)
+    # how a cell is watched, not what it computes; absent, so recorded cells keep their keys
+    del distill["train"]["tensorboard"]
+    payload = {"cell": ident, "distill": distill, "scoring": cfgmod.to_dict(cfg.scoring)}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from capgap.errors import CapgapError
 from capgap.runs import RunDir
+from capgap.train.board import Board, writer_class
 from capgap.train.checkpoint import clean_partial, rng_state, set_rng_state
 from capgap.train.distributed import Parallel, StepModule, setup
 
@@ -78,6 +79,8 @@ class TrainConfig:
     """torch CPU threads (0: CAPGAP_THREADS or all cores)."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun (WORLD_SIZE > 1): replicate the model (ddp) or shard it (fsdp, FSDP2)."""
+    tensorboard: bool = False
+    """Also mirror the logged numbers to DIR/tensorboard/ (pip install 'capgap[tensorboard]')."""
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def validate(self) -> None:
@@ -303,6 +306,7 @@ class Trainer:
         torch.set_num_threads(cfg.threads or env_threads())
         self.model, self.loader, self.cfg, self.run_dir = model, loader, cfg, run
         self.eval_fn, self.desc, self.extra_state = eval_fn, desc, extra_state or {}
+        board = writer_class() if cfg.tensorboard else None  # missing: fail before any write
         self.par = par = setup(cfg.parallel)
         self.device = par.device if par.world > 1 else next(model.parameters()).device
         self.tokens_per_step = loader.batch_size * loader.seq_len * cfg.grad_accum
@@ -314,6 +318,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.wrapped, cfg.optim)
         _log_sharding(run, par, self.wrapped)
         self.step, self.elapsed = _resume(run, par, self.wrapped, model, self.optimizer)
+        self.board = Board(board, run.path, self.step) if board and par.is_main else None
         self.rng = rng_state() if own_rng else None
         self.flops_per_token = matmul_flops_per_token(model, loader.seq_len)
         self.wrapped.train()
@@ -367,6 +372,8 @@ class Trainer:
             record.update({f"val_{k}": v for k, v in self.last_eval.items()})
         if par.is_main:
             self.run_dir.log(record)
+        if self.board is not None:
+            self.board.log(record)
         if step % self.ckpt_every == 0 and not self.done:
             state = {"step": step, "elapsed": self.elapsed,
                      "tokens": step * self.tokens_per_step, **self.extra_state}
@@ -393,6 +400,8 @@ class Trainer:
     def finish(self) -> TrainResult:
         """The result, with the trained model unwrapped (a plain copy on rank 0 under FSDP)."""
         self.bar.close()
+        if self.board is not None:
+            self.board.close()
         self.wrapped.eval()
         plain = self.par.unwrap(self.wrapped, self.model, self.skeleton)
         tokens = self.total_steps * self.tokens_per_step
