@@ -9,6 +9,8 @@ from pathlib import Path
 
 from capgap.cli.common import add_config_flags, load_stage_config
 from capgap.cli.sweep import add_sweep_flags, describe_summary
+from capgap.report.text import table
+from capgap.results.accounting import teacher_rows
 
 # The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
 
@@ -28,8 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from capgap.report import build_report, summary_table
     from capgap.report.tables import TEACHER_COLUMNS
-    from capgap.report.text import table
-    from capgap.results.accounting import teacher_rows
     from capgap.sweep import SweepConfig, run_sweep
 
     cfg = load_stage_config(SweepConfig, "sweep", args, default_preset="pilot")

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from capgap import config as cfgmod
+from capgap.errors import CapgapError
 from capgap.io import write_json
-from capgap.results.store import DB_NAME, LAW_NAME, Store
+from capgap.law import fit_source
+from capgap.results.store import DB_NAME, LAW_NAME, Store, read_rows
 from capgap.runs import RunDir, is_complete
 from capgap.sweep.backends import execute, threads_per_worker
 from capgap.sweep.cell import cell_payload, task_payload
@@ -238,8 +240,6 @@ def fit_sweep_law(cfg: SweepConfig, out: Path) -> dict[str, Any]:
 def fit_setting(cfg: SweepConfig, out: Path, where: dict[str, Any],
                 size: str = "total") -> dict[str, Any]:
     """The law of one setting of the sweep in ``out``; a fit that cannot run is recorded."""
-    from capgap.results.store import read_rows
-
     # done rows only: a cell whose student never got made has no sizes to read
     return fit_rows(read_rows(out, status="done"), where, size, cfg.law_bootstrap,
                     str(out / DB_NAME))
@@ -249,9 +249,6 @@ def fit_rows(rows: list[dict[str, Any]], where: dict[str, Any], size: str, n_boo
              source: str) -> dict[str, Any]:
     """The law of the cells ``rows`` selected by ``where``; a fit that cannot run is
     recorded as ``{"status": "error", "reason": ...}`` rather than raised."""
-    from capgap.errors import CapgapError
-    from capgap.law import fit_source
-
     if not rows:
         return {"status": "pending", "reason": "no finished cells yet",
                 "selection": {"where": where}}

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from capgap.errors import CapgapError
-from capgap.runs import RunDir
+from capgap.runs import RunDir, env_threads
 from capgap.train.board import Board, writer_class
 from capgap.train.checkpoint import clean_partial, rng_state, set_rng_state
 from capgap.train.distributed import Parallel, StepModule, setup
@@ -301,8 +301,6 @@ class Trainer:
         """``own_rng``: keep this run's torch RNG state apart from the process's (restored
         before and saved after each step), so runs advanced in turn draw what each would
         draw alone (dropout); it starts from the state at construction (or the checkpoint's)."""
-        from capgap.runs import env_threads
-
         torch.set_num_threads(cfg.threads or env_threads())
         self.model, self.loader, self.cfg, self.run_dir = model, loader, cfg, run
         self.eval_fn, self.desc, self.extra_state = eval_fn, desc, extra_state or {}
