@@ -68,6 +68,7 @@ from capgap.sweep.runner import (
     primary_where,
     run_sweep,
 )
+from capgap.train.loop import result_settings
 
 STUDY_RECORD = "study.json"
 NE_LAW = "law_non_embedding.json"
@@ -269,6 +270,7 @@ def family_key(sweep: SweepConfig) -> str | None:
     if pre is None:
         return None
     raw = cfgmod.to_dict(pre)
+    raw["train"] = result_settings(raw["train"])
     if not raw.get("tokens_per_param"):  # newer than the committed studies: keep their keys
         raw.pop("tokens_per_param", None)
     text = json.dumps(raw, sort_keys=True, default=str)

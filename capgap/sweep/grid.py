@@ -18,6 +18,7 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.sweep.config import SweepConfig
+from capgap.train.loop import result_settings
 
 SIZE_TOLERANCE = 0.01  # targets within 1 % of each other are one student size
 BASELINE = "ce"  # the objective column of a no-teacher (alpha = 1) baseline
@@ -183,8 +184,7 @@ def cell_key(cfg: SweepConfig, cell: CellSpec) -> str:
     if cell.source is not None:  # absent otherwise, so the paper's cells keep their keys
         ident["pruned_from"] = _ident(cell.source)
     distill = distill_settings(cfg, cell)
-    # how a cell is watched, not what it computes; absent, so recorded cells keep their keys
-    del distill["train"]["tensorboard"]
+    distill["train"] = result_settings(distill["train"])
     payload = {"cell": ident, "distill": distill, "scoring": cfgmod.to_dict(cfg.scoring)}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -92,6 +92,16 @@ class TrainConfig:
             raise CapgapError(f"train.parallel must be ddp or fsdp, got {self.parallel!r}")
 
 
+WATCH_ONLY = ("tensorboard",)
+
+
+def result_settings(train: dict[str, Any]) -> dict[str, Any]:
+    """``train`` (a :class:`TrainConfig` as a dict) without the fields that only say how a run
+    is watched (:data:`WATCH_ONLY`): what a key naming a result hashes, so that turning them
+    on keeps the keys of runs already recorded."""
+    return {k: v for k, v in train.items() if k not in WATCH_ONLY}
+
+
 class StepFn(Protocol):
     """Turns one micro-batch (what the loader gives) into a scalar loss plus metrics to log."""
 
