@@ -9,6 +9,8 @@ from pathlib import Path
 
 from capgap.cli.common import add_config_flags, load_stage_config
 from capgap.cli.sweep import add_sweep_flags, describe_summary
+from capgap.report.text import table
+from capgap.results.accounting import teacher_rows
 
 # The stage's API is imported inside the functions: --help loads every stage (cli/__init__.py).
 
@@ -32,8 +34,6 @@ def run(args: argparse.Namespace) -> int:
     from capgap.io import write_json
     from capgap.report import build_report, summary_table
     from capgap.report.tables import TEACHER_COLUMNS
-    from capgap.report.text import table
-    from capgap.results.accounting import teacher_rows
     from capgap.results.regime import describe_answer, describe_regime, read_regime, regime_lines
     from capgap.results.store import sweep_law
     from capgap.sweep import run_sweep

@@ -14,14 +14,20 @@ from pathlib import Path
 
 from capgap.cli.common import print_json
 from capgap.errors import CapgapError
+from capgap.prune.methods import (  # torch-free: the parser lists the choices
+    ALLOCATIONS,
+    DEFAULT_METHOD,
+    DROP_RULES,
+    METHODS,
+    get_method,
+    help_lines,
+)
 from capgap.units import flag_type, parse_count
 
 HELP = "prune a model to a sparsity or a parameter count (heads, neurons, hidden width, layers)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from capgap.prune.methods import DEFAULT_METHOD, METHODS, help_lines  # torch-free registry
-
     p.formatter_class = argparse.RawDescriptionHelpFormatter  # keeps the method list's lines
     p.epilog = "pruning methods (--method; a unit is a head/KV group, FFN neuron or hidden channel):\n" + help_lines()
     p.add_argument("model", help="model folder, run folder or hub name (gpt2, gpt_neox, llama layouts)")
@@ -30,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size.add_argument("--target-params", type=flag_type(parse_count), metavar="N",
                       help="student size in total params (e.g. 45M); lands within 1 %%")
     p.add_argument("--out", required=True, type=Path, help="output folder for the student")
-    p.add_argument("--allocation", choices=("global", "uniform"), default="global",
+    p.add_argument("--allocation", choices=ALLOCATIONS, default="global",
                    help="global: heads/neurons ranked across layers (paper's pilot; capgap format); "
                    "uniform: same counts per layer (MiniMA; vanilla HF checkpoint)")
     p.add_argument("--multiple", type=int, default=1,
@@ -38,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-layers", type=int, default=0, metavar="K",
                    help="depth pruning: with --drop-rule symmetric drop K bottom and K top layers "
                    "(MiniMA), with score the K layers of lowest layer-mask score")
-    p.add_argument("--drop-rule", choices=("symmetric", "score"), default="symmetric")
+    p.add_argument("--drop-rule", choices=DROP_RULES, default="symmetric")
     p.add_argument("--drop-layer-ids", help="comma-separated layer ids to drop (overrides --drop-layers)")
     p.add_argument("--scores", type=Path, help="reuse scores saved by an earlier run (DIR/scores)")
     p.add_argument("--method", metavar="NAME",
@@ -61,8 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _check_flags(args: argparse.Namespace) -> None:
     """Everything that can be refused without loading the model (nothing is written)."""
-    from capgap.prune.methods import get_method
-
     if args.sparsity is not None and not 0.0 <= args.sparsity < 1.0:
         raise CapgapError(f"--sparsity must be in [0, 1), got {args.sparsity}")
     if args.target_params is not None and args.target_params <= 0:
@@ -80,8 +84,6 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def _method(args: argparse.Namespace) -> str:
     """--method, else the older --scorer, else the default."""
-    from capgap.prune.methods import DEFAULT_METHOD
-
     old = {"gradient": DEFAULT_METHOD}.get(args.scorer, args.scorer)
     if args.method and old and args.method != old:
         raise CapgapError(f"--method {args.method} and --scorer {args.scorer} disagree; give --method only")
@@ -137,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _method_entry(args: argparse.Namespace):  # noqa: ANN201 - a Method
-    from capgap.prune.methods import get_method
-
     return get_method(_method(args))
 
 

@@ -28,15 +28,24 @@ import torch
 from torch import nn
 
 from capgap import config as cfgmod
+from capgap.data import PackedLoader, TokenStore, eval_batches, load_corpus, validation_text
+from capgap.data.stream import is_token_store_spec, store_path, validation_text_of
 from capgap.data.tokenizer import tokenizer_hash
-from capgap.distill.cache import CachedTeacherLoader, TeacherCacheConfig
-from capgap.distill.losses import TopKTeacher
+from capgap.distill.cache import (
+    CachedTeacherLoader,
+    TeacherCache,
+    TeacherCacheConfig,
+    build_or_load,
+)
+from capgap.distill.chunked import check_shared_vocab, distill_loss
+from capgap.distill.losses import TopKTeacher, get_divergence
 from capgap.errors import CapgapError
-from capgap.evaluate.heldout import EvalConfig
+from capgap.evaluate.heldout import EvalConfig, evaluate_text, model_context
 from capgap.io import write_json
+from capgap.models.anymodel import load_any_model, save_any_model
 from capgap.models.init import reinitialise
 from capgap.models.params import count_params
-from capgap.runs import RunDir
+from capgap.runs import RunDir, is_complete
 from capgap.train.distributed import Parallel, setup
 from capgap.train.loop import (
     OptimConfig,
@@ -46,6 +55,7 @@ from capgap.train.loop import (
     autocast_for,
     total_steps_for,
 )
+from capgap.train.loss import mean_lm_loss
 
 
 @dataclass
@@ -68,8 +78,6 @@ class ObjectiveConfig:
             raise CapgapError(f"objective.alpha must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
             raise CapgapError(f"objective.temperature must be positive, got {self.temperature}")
-        from capgap.distill.losses import get_divergence
-
         get_divergence(self.divergence)
 
 
@@ -157,8 +165,6 @@ def make_step(teacher: nn.Module | None, obj: ObjectiveConfig):  # noqa: ANN201 
     the teacher's side computed once for several students
     (:class:`~capgap.distill.lockstep.SharedTeacherLoader`), in which case no teacher runs here.
     """
-    from capgap.distill.chunked import distill_loss
-
     def step(student: nn.Module, batch: torch.Tensor | dict) -> tuple[torch.Tensor, dict]:
         topk = rows = None
         if isinstance(batch, dict):
@@ -180,8 +186,6 @@ def make_step(teacher: nn.Module | None, obj: ObjectiveConfig):  # noqa: ANN201 
 
 def load_student(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any]:
     """The student (trainable, fp32; re-initialised for ``init: scratch``) and its tokenizer."""
-    from capgap.models.anymodel import load_any_model
-
     student, tokenizer = load_any_model(cfg.student)
     if tokenizer is None:
         raise CapgapError(f"{cfg.student} has no tokenizer; the student's tokenizer feeds the data")
@@ -192,8 +196,6 @@ def load_student(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, A
 
 def load_teacher(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module | None, Any]:
     """The frozen teacher (eval mode, no gradients) and its tokenizer; None when alpha == 1."""
-    from capgap.models.anymodel import load_any_model
-
     if cfg.objective.alpha >= 1:
         return None, None
     teacher, tokenizer = load_any_model(cfg.teacher)
@@ -203,8 +205,6 @@ def load_teacher(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module | 
 
 def load_pair(cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, Any, nn.Module | None]:
     """Student (trainable, fp32), its tokenizer, and the frozen teacher (or None)."""
-    from capgap.distill.chunked import check_shared_vocab
-
     student, tokenizer = load_student(cfg, device)
     teacher, t_tok = load_teacher(cfg, device)
     if teacher is not None:
@@ -245,9 +245,6 @@ def _warn(run: RunDir, par: Parallel, message: str | None) -> None:
 def _train_loader(cfg: DistillConfig, store: Any, seq_len: int, teacher: nn.Module | None,
                   par: Parallel) -> Any:
     """The packed loader, wrapped with the teacher cache when it is enabled."""
-    from capgap.data import PackedLoader
-    from capgap.distill.cache import TeacherCache, build_or_load
-
     loader = PackedLoader(store.train, seq_len=seq_len, batch_size=cfg.train.micro_batch_size,
                           seed=cfg.train.seed)
     tc = cfg.teacher_cache
@@ -310,9 +307,6 @@ def open_session(cfg: DistillConfig, out: str | Path, par: Parallel, *, resume: 
     """Load, check and open everything one distillation needs; bad input fails before ``out``
     is touched. ``teacher`` (model, tokenizer), ``data`` and ``shared_loader`` let students
     trained together share one teacher, one token store and one teacher forward per batch."""
-    from capgap.distill.chunked import check_shared_vocab
-    from capgap.evaluate.heldout import model_context
-
     student, tokenizer = load_student(cfg, par.device)
     model, t_tok = load_teacher(cfg, par.device) if teacher is None else teacher
     model = model if cfg.objective.alpha < 1 else None
@@ -343,8 +337,6 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
     ``force``: resume even though the config differs from the one the run started with
     (the differing keys are logged and the new config is stored).
     """
-    from capgap.runs import is_complete
-
     if resume and is_complete(out):
         return DistillResult(**RunDir(Path(out), True, True).summary()["result"])
     cfg = cfgmod.checked(cfg)
@@ -357,9 +349,6 @@ def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite
 
 def _quick_eval(cfg: DistillConfig, store: Any, seq_len: int, dev: torch.device):  # noqa: ANN202
     """Periodic held-out loss on the first ``train.eval_tokens`` validation tokens."""
-    from capgap.data import eval_batches
-    from capgap.train.loss import mean_lm_loss
-
     def quick_eval(m: nn.Module) -> dict[str, float]:
         with autocast_for(cfg.train.precision, dev):
             return {"loss": mean_lm_loss(m, eval_batches(store.val, seq_len, cfg.eval.batch_size,
@@ -371,9 +360,6 @@ def _quick_eval(cfg: DistillConfig, store: Any, seq_len: int, dev: torch.device)
 def _data(cfg: DistillConfig, tokenizer: Any, par: Any) -> tuple[Any, Callable[[], str]]:
     """The packed streams (tokenised once, by rank 0) and the held-out text's source: a
     corpus, or a ``tokens:PATH`` store streamed beforehand (:mod:`capgap.data.stream`)."""
-    from capgap.data import TokenStore, load_corpus, validation_text
-    from capgap.data.stream import is_token_store_spec, store_path, validation_text_of
-
     limit = cfg.eval.max_bytes or None
     if is_token_store_spec(cfg.data.corpus):
         path = store_path(cfg.data.corpus)
@@ -391,9 +377,6 @@ def _finish(cfg: DistillConfig, run: RunDir, result: Any, tokenizer: Any,
             heldout: Callable[[], str], seq_len: int, n_s: Any, n_t: int | None,
             cache: Path | None, t0: float) -> None:
     """Rank 0: final held-out scores, the model in the student's format, metrics, DONE."""
-    from capgap.evaluate.heldout import evaluate_text
-    from capgap.models.anymodel import save_any_model
-
     student = result.model
     final = evaluate_text(student, tokenizer, heldout(), seq_len, cfg.eval.batch_size)
     model_dir = save_any_model(student, tokenizer, run.path / "model", overwrite=True)

@@ -29,11 +29,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from capgap import config as cfgmod
+from capgap.data.tokenizer import tokenizer_hash
 from capgap.distill.chunked import teacher_rows_of
 from capgap.distill.engine import (
     DistillConfig,
     DistillResult,
     Session,
+    _data,
     load_teacher,
     open_session,
 )
@@ -177,9 +179,6 @@ def _open(cfg: DistillConfig, path: Path, par: Parallel, resume: bool, restart_u
 
 def _memo_data() -> Callable:
     """The engine's token-store loader, called once per (corpus, tokenizer) for the group."""
-    from capgap.data.tokenizer import tokenizer_hash
-    from capgap.distill.engine import _data
-
     memo: dict[tuple[str, str], Any] = {}
 
     def data(cfg: DistillConfig, tokenizer: Any, par: Parallel) -> Any:

@@ -228,18 +228,24 @@ def check_tokenizer_fits(config: PretrainedConfig, tokenizer: PreTrainedTokenize
                 raise CapgapError(f"config {key}={i} is out of range for vocab_size {vocab}")
 
 
-def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with each shared tensor kept once, under its first name, detached, contiguous
-    and on the CPU: safetensors refuses tensors sharing memory (a tied LM head), and the tie
-    is restored on load (``tie_word_embeddings``, or the names the model aliases)."""
+def distinct_names(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of ``state`` with each tensor sharing memory with an earlier one left out
+    (a tied LM head): safetensors refuses shared memory."""
     seen: set[tuple] = set()
-    out = {}
+    out = []
     for name, t in state.items():
         key = (t.data_ptr(), tuple(t.shape), t.dtype) if t.numel() else (name,)
         if key not in seen:
             seen.add(key)
-            out[name] = t.detach().cpu().contiguous()
+            out.append(name)
     return out
+
+
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each shared tensor kept once, under its first name, detached, contiguous
+    and on the CPU (:func:`distinct_names`); the tie is restored on load
+    (``tie_word_embeddings``, or the names the model aliases)."""
+    return {name: state[name].detach().cpu().contiguous() for name in distinct_names(state)}
 
 
 def save_model(

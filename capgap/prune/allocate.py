@@ -35,10 +35,9 @@ import torch
 from capgap.errors import CapgapError
 from capgap.models.arch import Adapter, Geometry, ParamTable
 from capgap.models.pruned import KeepPlan
+from capgap.prune.methods import ALLOCATIONS, DROP_RULES
 from capgap.prune.scores import Scores
 
-ALLOCATIONS = ("global", "uniform")
-DROP_RULES = ("symmetric", "score")
 COARSE, FINE = 100, 50  # stage-1 grid over the common keep fraction: 1e-2, then 2e-4 near the best
 
 

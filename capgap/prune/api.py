@@ -21,13 +21,12 @@ from capgap.models.arch import ParamTable, adapter_for
 from capgap.models.params import count_params
 from capgap.models.pruned import KeepPlan, materialize, save_pruned_model
 from capgap.prune.allocate import (
-    ALLOCATIONS,
     allocate,
     allocate_depth,
     paper_component_sparsity,
     resolve_layers,
 )
-from capgap.prune.methods import DEFAULT_METHOD, score_method
+from capgap.prune.methods import ALLOCATIONS, DEFAULT_METHOD, score_method
 from capgap.prune.scores import Scores
 
 

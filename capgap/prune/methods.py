@@ -24,6 +24,10 @@ from typing import Any
 from capgap.errors import CapgapError
 
 PASSES = ("none", "forward", "backward")  # what one calibration batch costs a method
+# How a cut is spread over layers (capgap.prune.allocate): kept here, torch-free, so the
+# CLI's parser can offer the choices without loading torch.
+ALLOCATIONS = ("global", "uniform")  # heads/neurons ranked across layers; same counts per layer
+DROP_RULES = ("symmetric", "score")  # depth: k bottom and k top layers; the k lowest-scoring
 
 
 @dataclass(frozen=True)

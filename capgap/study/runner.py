@@ -71,6 +71,7 @@ from capgap.sweep.runner import (
     primary_where,
     run_sweep,
 )
+from capgap.train.loop import result_settings
 
 STUDY_RECORD = "study.json"
 HOLDOUT = "holdout.json"
@@ -341,6 +342,7 @@ def family_key(sweep: SweepConfig) -> str | None:
     if pre is None:
         return None
     raw = cfgmod.to_dict(pre)
+    raw["train"] = result_settings(raw["train"])
     if not raw.get("tokens_per_param"):  # newer than the committed studies: keep their keys
         raw.pop("tokens_per_param", None)
     text = json.dumps(raw, sort_keys=True, default=str)

@@ -16,7 +16,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from capgap import config as cfgmod
+from capgap.distill.engine import DistillConfig, distill
+from capgap.distill.lockstep import distill_lockstep
+from capgap.errors import CapgapError
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, distill_settings
 
@@ -74,12 +79,6 @@ def _result(key: str, outcome: Any, seconds: float) -> dict[str, Any]:
 def _distill(cells: list[dict[str, Any]]) -> list[Any]:
     """Resume each cell's run folder (an unusable half-written one is started afresh): one
     cell alone, several in lockstep. Each outcome is a result or the cell's own error."""
-    import torch
-
-    from capgap.distill.engine import DistillConfig, distill
-    from capgap.distill.lockstep import distill_lockstep
-    from capgap.errors import CapgapError
-
     torch.set_num_threads(int(cells[0]["threads"]))
     jobs = [(cfgmod.from_dict(DistillConfig, p["distill"], where="cell"), Path(p["cell_dir"]))
             for p in cells]

@@ -13,7 +13,7 @@ from capgap.distill.engine import DistillDataConfig, ObjectiveConfig
 from capgap.distill.losses import get_divergence
 from capgap.errors import CapgapError
 from capgap.evaluate.heldout import EvalConfig
-from capgap.prune.allocate import ALLOCATIONS
+from capgap.prune.methods import ALLOCATIONS
 from capgap.results.adaptive import AdaptiveConfig
 from capgap.results.defaults import LAW_BOOTSTRAP
 from capgap.train.loop import OptimConfig, TrainConfig

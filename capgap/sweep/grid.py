@@ -18,6 +18,7 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.sweep.config import SweepConfig
+from capgap.train.loop import result_settings
 
 SIZE_TOLERANCE = 0.01  # targets within 1 % of each other are one student size
 BASELINE = "ce"  # the objective column of a no-teacher (alpha = 1) baseline
@@ -182,7 +183,8 @@ def cell_key(cfg: SweepConfig, cell: CellSpec) -> str:
     ident["teacher"] = _ident(cell.teacher)
     if cell.source is not None:  # absent otherwise, so the paper's cells keep their keys
         ident["pruned_from"] = _ident(cell.source)
-    payload = {"cell": ident, "distill": distill_settings(cfg, cell),
-               "scoring": cfgmod.to_dict(cfg.scoring)}
+    distill = distill_settings(cfg, cell)
+    distill["train"] = result_settings(distill["train"])
+    payload = {"cell": ident, "distill": distill, "scoring": cfgmod.to_dict(cfg.scoring)}
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from capgap import config as cfgmod
+from capgap.errors import CapgapError
 from capgap.io import write_json
+from capgap.law import fit_source
 from capgap.results.adaptive import Selection, select
 from capgap.results.rows import CellRow
 from capgap.results.store import DB_NAME, LAW_NAME, Store, read_rows
@@ -332,9 +334,6 @@ def fit_rows(rows: list[dict[str, Any]], where: dict[str, Any], size: str, n_boo
              source: str) -> dict[str, Any]:
     """The law of the cells ``rows`` selected by ``where``; a fit that cannot run is
     recorded as ``{"status": "error", "reason": ...}`` rather than raised."""
-    from capgap.errors import CapgapError
-    from capgap.law import fit_source
-
     if not rows:
         return {"status": "pending", "reason": "no finished cells yet",
                 "selection": {"where": where}}

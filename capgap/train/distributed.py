@@ -9,9 +9,10 @@ everything that differs between one process and many:
   and the LM head weight directly (FSDP must gather the head inside a root forward);
 * each rank trains on its own contiguous slice of the global micro-batch, so the global batch
   (and, with equal-length rows, the mean loss and gradient) equals the one-process batch;
-* logged losses are averaged over ranks; only rank 0 writes metrics, checkpoints and models;
-* checkpoints hold *full* state dicts (FSDP gathers them, ``cpu_offload``), so a run folder
-  looks the same however many processes wrote it. FSDP re-shards them on load.
+* logged losses are averaged over ranks; only rank 0 writes metrics and models;
+* under FSDP every rank writes its own shards of a checkpoint (``torch.distributed.checkpoint``,
+  nothing gathered on rank 0); otherwise rank 0 writes the full state
+  (:mod:`capgap.train.checkpoint` has both layouts). Either layout resumes under any mode.
 
 A frozen teacher is not wrapped: every rank holds a replica and runs it on its own slice.
 """
@@ -24,13 +25,33 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
 from capgap.errors import CapgapError
+from capgap.train.checkpoint import (
+    commit,
+    fill_tied,
+    is_sharded,
+    read_checkpoint,
+    read_shards,
+    staging_dir,
+    write_checkpoint,
+    write_shards,
+)
 
 ParallelMode = Literal["ddp", "fsdp"]
 T = TypeVar("T")
@@ -114,13 +135,9 @@ class Parallel:
     def wrap(self, step: StepModule) -> nn.Module:
         """``step`` ready to train here: as is, under DDP, or sharded with FSDP2."""
         if self.mode == "ddp":
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             return DistributedDataParallel(step, device_ids=ids)
         if self.mode == "fsdp":
-            from torch.distributed.fsdp import fully_shard
-
             for block in transformer_blocks(step.model):
                 fully_shard(block)
             fully_shard(step)  # root: embeddings, final norm, LM head
@@ -156,41 +173,45 @@ class Parallel:
         return float(norm)
 
     # -- state ---------------------------------------------------------------------------
-    def state_dicts(
-        self, wrapped: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer
-    ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Full (unsharded, CPU) model and optimizer state; every rank must call it."""
-        if self.mode != "fsdp":
-            return model.state_dict(), optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
-
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        msd = get_model_state_dict(wrapped, options=opts)
-        osd = get_optimizer_state_dict(wrapped, optimizer, options=opts)
-        return _strip(msd, "model."), osd
-
-    def load_state_dicts(
-        self, wrapped: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
-        model_sd: dict[str, Tensor], optim_sd: dict[str, Any],
+    def save_checkpoint(
+        self, path: Path, wrapped: nn.Module, model: nn.Module,
+        optimizer: torch.optim.Optimizer, state: dict[str, Any],
     ) -> None:
-        """Restore full state dicts written by :meth:`state_dicts` (FSDP re-shards them)."""
+        """Write the checkpoint folder ``path``; every rank must call it. Under FSDP each rank
+        writes its own shards (nothing gathered); otherwise rank 0 writes the full state."""
+        if self.mode != "fsdp":
+            if self.is_main:
+                write_checkpoint(path, model.state_dict(), optimizer.state_dict(), state)
+            return
+        tmp = Path(self.on_main(lambda: str(staging_dir(path))))
+        write_shards(tmp, get_model_state_dict(wrapped),
+                     get_optimizer_state_dict(wrapped, optimizer), state, self.rank)
+        self.barrier()  # every rank's files are in place before rank 0 renames the folder
+        if self.is_main:
+            commit(tmp, path)
+
+    def load_checkpoint(
+        self, path: Path, wrapped: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> dict[str, Any]:
+        """Restore weights, optimizer and RNG from ``path`` (either layout, written by any number
+        of ranks); return its JSON state. Every rank must call it."""
+        if is_sharded(path):
+            msd = get_model_state_dict(wrapped)  # this rank's live (sharded) tensors
+            state, osd = read_shards(path, msd, get_optimizer_state_dict(wrapped, optimizer),
+                                     self.rank)
+            set_model_state_dict(wrapped, msd)
+            set_optimizer_state_dict(wrapped, optimizer, osd)
+            return state
+        model_sd, optim_sd, state = read_checkpoint(path, str(self.device))
+        model_sd = fill_tied(model, model_sd)
         if self.mode != "fsdp":
             model.load_state_dict(model_sd)
             optimizer.load_state_dict(optim_sd)
-            return
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        opts = StateDictOptions(full_state_dict=True)
+            return state
+        opts = StateDictOptions(full_state_dict=True)  # FSDP re-shards the full state
         set_model_state_dict(wrapped, {f"model.{k}": v for k, v in model_sd.items()}, options=opts)
         set_optimizer_state_dict(wrapped, optimizer, optim_sd, options=opts)
+        return state
 
     def unwrap(
         self, wrapped: nn.Module, model: nn.Module, skeleton: nn.Module | None
@@ -200,11 +221,6 @@ class Parallel:
         (other ranks get None: only rank 0 evaluates and saves)."""
         if self.mode != "fsdp":
             return model
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-        )
-
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         sd = get_model_state_dict(wrapped, options=opts)  # collective; full on rank 0 only
         if not self.is_main:

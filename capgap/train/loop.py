@@ -31,14 +31,12 @@ from tqdm.auto import tqdm
 
 from capgap.errors import CapgapError
 from capgap.models.arch import flop_shape
-from capgap.runs import RunDir
+from capgap.runs import RunDir, env_threads
+from capgap.train.board import Board, writer_class
 from capgap.train.checkpoint import (
     clean_partial,
-    fill_tied,
-    read_checkpoint,
     rng_state,
     set_rng_state,
-    write_checkpoint,
 )
 from capgap.train.distributed import Parallel, StepModule, setup
 
@@ -86,6 +84,8 @@ class TrainConfig:
     """torch CPU threads (0: CAPGAP_THREADS or all cores)."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under torchrun (WORLD_SIZE > 1): replicate the model (ddp) or shard it (fsdp, FSDP2)."""
+    tensorboard: bool = False
+    """Also mirror the logged numbers to DIR/tensorboard/ (pip install 'capgap[tensorboard]')."""
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def validate(self) -> None:
@@ -95,6 +95,16 @@ class TrainConfig:
             raise CapgapError("train.micro_batch_size and train.grad_accum must be positive")
         if self.parallel not in ("ddp", "fsdp"):
             raise CapgapError(f"train.parallel must be ddp or fsdp, got {self.parallel!r}")
+
+
+WATCH_ONLY = ("tensorboard",)
+
+
+def result_settings(train: dict[str, Any]) -> dict[str, Any]:
+    """``train`` (a :class:`TrainConfig` as a dict) without the fields that only say how a run
+    is watched (:data:`WATCH_ONLY`): what a key naming a result hashes, so that turning them
+    on keeps the keys of runs already recorded."""
+    return {k: v for k, v in train.items() if k not in WATCH_ONLY}
 
 
 class StepFn(Protocol):
@@ -241,8 +251,7 @@ def _resume(run: RunDir, par: Parallel, wrapped: nn.Module, model: nn.Module,
     ckpt = par.on_main(newest)
     if ckpt is None:
         return 0, 0.0
-    model_sd, optim_sd, state = read_checkpoint(ckpt, str(par.device))
-    par.load_state_dicts(wrapped, model, optimizer, fill_tied(model, model_sd), optim_sd)
+    state = par.load_checkpoint(ckpt, wrapped, model, optimizer)
     step = int(state["step"])
     if par.is_main:
         run.truncate_metrics(step)
@@ -252,9 +261,8 @@ def _resume(run: RunDir, par: Parallel, wrapped: nn.Module, model: nn.Module,
 
 def _checkpoint(run: RunDir, par: Parallel, wrapped: nn.Module, model: nn.Module,
                 optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> None:
-    model_sd, optim_sd = par.state_dicts(wrapped, model, optimizer)  # collective under FSDP
+    par.save_checkpoint(run.checkpoint_path(state["step"]), wrapped, model, optimizer, state)
     if par.is_main:
-        write_checkpoint(run.checkpoint_path(state["step"]), model_sd, optim_sd, state)
         run.prune_checkpoints(keep)
     par.barrier()
 
@@ -300,11 +308,10 @@ class Trainer:
         """``own_rng``: keep this run's torch RNG state apart from the process's (restored
         before and saved after each step), so runs advanced in turn draw what each would
         draw alone (dropout); it starts from the state at construction (or the checkpoint's)."""
-        from capgap.runs import env_threads
-
         torch.set_num_threads(cfg.threads or env_threads())
         self.model, self.loader, self.cfg, self.run_dir = model, loader, cfg, run
         self.eval_fn, self.desc, self.extra_state = eval_fn, desc, extra_state or {}
+        board = writer_class() if cfg.tensorboard else None  # missing: fail before any write
         self.par = par = setup(cfg.parallel)
         self.device = par.device if par.world > 1 else next(model.parameters()).device
         self.tokens_per_step = loader.batch_size * loader.seq_len * cfg.grad_accum
@@ -316,6 +323,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.wrapped, cfg.optim)
         _log_sharding(run, par, self.wrapped)
         self.step, self.elapsed = _resume(run, par, self.wrapped, model, self.optimizer)
+        self.board = Board(board, run.path, self.step) if board and par.is_main else None
         self.rng = rng_state() if own_rng else None
         self.flops_per_token = matmul_flops_per_token(model, loader.seq_len)
         self.wrapped.train()
@@ -369,6 +377,8 @@ class Trainer:
             record.update({f"val_{k}": v for k, v in self.last_eval.items()})
         if par.is_main:
             self.run_dir.log(record)
+        if self.board is not None:
+            self.board.log(record)
         if step % self.ckpt_every == 0 and not self.done:
             state = {"step": step, "elapsed": self.elapsed,
                      "tokens": step * self.tokens_per_step, **self.extra_state}
@@ -395,6 +405,8 @@ class Trainer:
     def finish(self) -> TrainResult:
         """The result, with the trained model unwrapped (a plain copy on rank 0 under FSDP)."""
         self.bar.close()
+        if self.board is not None:
+            self.board.close()
         self.wrapped.eval()
         plain = self.par.unwrap(self.wrapped, self.model, self.skeleton)
         tokens = self.total_steps * self.tokens_per_step

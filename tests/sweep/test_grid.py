@@ -102,3 +102,11 @@ def test_teacher_names_from_paths_and_hub_names():
     assert safe_name("runs/family/T1/") == "T1"
     assert [safe_name(f"runs/family/T{i}/model") for i in (1, 2)] == ["T1", "T2"]
     assert safe_name("my model (v2)") == "my_model_v2"
+
+
+def test_watching_a_cell_in_tensorboard_keeps_its_key():
+    on = config.from_dict(SweepConfig, {**config.to_dict(grid_cfg()),
+                                        "train": {"tensorboard": True}})
+    assert on.train.tensorboard
+    assert [cell_key(on, c) for c in build_grid(on, T)] == \
+        [cell_key(grid_cfg(), c) for c in build_grid(grid_cfg(), T)]

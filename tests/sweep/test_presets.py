@@ -129,3 +129,18 @@ def test_ladder_presets_are_a_measurable_regime(name):
     for s in cfg.students.sizes:
         larger = [t for t in sizes if t > s]
         assert min(larger) < 2.5 * s < max(larger), (s, larger)
+
+
+def test_watching_the_teachers_pretraining_keeps_the_family_key():
+    """train.tensorboard says how a run is watched, not what it trains: the study's teacher
+    folders (named by the pretraining settings) stay where they are when it is on."""
+    from dataclasses import replace
+
+    from capgap.study.runner import StudyConfig, family_key
+
+    sweep = config.load(StudyConfig, preset_path("study", "study")).sweep("largest")
+    pre = sweep.teachers.pretrain
+    watched = replace(sweep, teachers=replace(sweep.teachers, pretrain=replace(
+        pre, train=replace(pre.train, tensorboard=True))))
+    assert watched.teachers.pretrain.train.tensorboard
+    assert family_key(watched) == family_key(sweep)

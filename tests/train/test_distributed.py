@@ -1,10 +1,12 @@
 """``torchrun --nproc_per_node 2 -m capgap distill`` over gloo: FSDP2 really shards the student,
-DDP replicates it, and both follow the one-process loss curve at the same global batch."""
+DDP replicates it, and both follow the one-process loss curve at the same global batch; FSDP
+checkpoints are sharded (every rank writes its own part) and resume exactly."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +18,13 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from capgap import config
 from capgap.distill.engine import DistillConfig, distill
+from capgap.runs import RunDir
 
 SETTINGS = """\
 data: {{corpus: {corpus}, seq_len: 32}}
 objective: {{alpha: 0.5}}
 train: {{tokens: 1536, micro_batch_size: 8, eval_tokens: 256, threads: 1, precision: fp32,
-        optim: {{lr: 0.003, warmup_frac: 0.2}}}}
+        checkpoint_every: 1, keep_checkpoints: 5, optim: {{lr: 0.003, warmup_frac: 0.2}}}}
 eval: {{max_bytes: 2000}}
 """
 
@@ -51,11 +54,11 @@ def setup(tmp_path_factory, tiny_tokenizer, tiny_corpus) -> Path:
     return root
 
 
-def torchrun(root: Path, out: Path, mode: str) -> list[dict]:
+def torchrun(root: Path, out: Path, mode: str, *flags: str) -> list[dict]:
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "capgap", "distill", "--config", str(root / "cfg.yaml"),
             "--teacher", str(root / "teacher"), "--student", str(root / "student"),
-            "--parallel", mode, "--out", str(out)]
+            "--parallel", mode, "--out", str(out), *flags]
     env = {**os.environ, "CAPGAP_THREADS": "1", "OMP_NUM_THREADS": "1"}
     p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -84,9 +87,14 @@ def check_same_run(root: Path, out: Path, recs: list[dict]) -> None:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def fsdp_run(setup) -> list[dict]:
+    return torchrun(setup, setup / "fsdp", "fsdp")
+
+
 @pytest.mark.slow
-def test_fsdp_shards_and_matches_one_process(setup):
-    recs = torchrun(setup, setup / "fsdp", "fsdp")
+def test_fsdp_shards_and_matches_one_process(setup, fsdp_run):
+    recs = fsdp_run
     (par,) = [r for r in recs if r.get("event") == "parallel"]
     assert par["mode"] == "fsdp" and par["world"] == 2
     assert par["dtensor_params"] == par["n_params"]  # every parameter is a DTensor
@@ -94,6 +102,31 @@ def test_fsdp_shards_and_matches_one_process(setup):
     for local in par["local_params"]:  # each rank holds about half of every tensor
         assert abs(local - par["params"] / 2) <= 0.05 * par["params"]
     check_same_run(setup, setup / "fsdp", recs)
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoints_are_sharded_and_resume_exactly(setup, fsdp_run):
+    """Each rank wrote its own shard file (no full state on rank 0); a run cut back to its
+    step-3 checkpoint and resumed on 2 ranks ends bitwise equal to the uninterrupted one."""
+    ckpts = RunDir(setup / "fsdp", True, True).checkpoints()
+    assert [c.name for c in ckpts] == [f"step-{s:08d}" for s in range(1, 6)]
+    for c in ckpts:
+        assert sorted(p.name for p in c.iterdir()) == [
+            "rng-0.safetensors", "rng-1.safetensors", "shards", "state.json"]
+        shards = sorted((c / "shards").iterdir())
+        assert [p.suffix for p in shards] == [".safetensors"] * 2  # one per rank, no pickle
+    cut = setup / "fsdp-resumed"
+    shutil.copytree(setup / "fsdp", cut)
+    for name in ("DONE.json", "model", *(c.name for c in ckpts[3:])):
+        p = cut / name if name in ("DONE.json", "model") else cut / "checkpoints" / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    recs = torchrun(setup, cut, "fsdp", "--resume")
+    (resume,) = [r for r in recs if r.get("event") == "resume"]
+    assert resume["step"] == 3 and resume["checkpoint"] == "step-00000003"
+    assert losses(recs) == losses(fsdp_run)
+    a = load_file(str(setup / "fsdp" / "model" / "model.safetensors"))
+    b = load_file(str(cut / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

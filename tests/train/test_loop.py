@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from safetensors import safe_open
+from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from capgap.runs import RunDir
-from capgap.train.checkpoint import load_checkpoint, save_checkpoint
-from capgap.train.loop import OptimConfig, TrainConfig, lr_at, param_groups, train
+from capgap.train.checkpoint import (
+    commit,
+    is_sharded,
+    load_checkpoint,
+    save_checkpoint,
+    staging_dir,
+    write_shards,
+)
+from capgap.train.distributed import Parallel, StepModule
+from capgap.train.loop import (
+    OptimConfig,
+    TrainConfig,
+    lr_at,
+    make_optimizer,
+    param_groups,
+    train,
+)
 
 
 class RandomBatches:
@@ -120,3 +137,47 @@ def test_budget_below_one_step_is_an_error(tmp_path):
     cfg = TrainConfig(tokens=16 * 4 - 1, micro_batch_size=4, threads=1)
     with pytest.raises(CapgapError, match="less than one optimizer step"):
         train(tiny_model(), RandomBatches(), step_fn, cfg, RunDir.open(tmp_path / "r"))
+
+
+def test_sharded_layout_round_trips_ties_without_pickle(tmp_path):
+    """The FSDP layout written and read by one process (DCP needs no process group): tied
+    weights are stored once and stay tied, AdamW moments and step count come back, so the
+    next update matches; every file is safetensors or JSON."""
+    def tied(seed: int) -> tuple[StepModule, torch.optim.Optimizer]:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, intermediate_size=64, tie_word_embeddings=True))
+        step = StepModule(model, step_fn)
+        return step, make_optimizer(step, OptimConfig(lr=1e-2))
+
+    def update(step: StepModule, opt: torch.optim.Optimizer, k: int) -> None:
+        step(RandomBatches().batch(k))[0].backward()
+        opt.step()
+        opt.zero_grad()
+
+    a, opt_a = tied(0)
+    for k in range(2):
+        update(a, opt_a, k)
+    path = tmp_path / "step-2"
+    tmp = staging_dir(path)
+    write_shards(tmp, get_model_state_dict(a), get_optimizer_state_dict(a, opt_a), {"step": 2}, 0)
+    commit(tmp, path)
+    assert is_sharded(path)
+    files = [p for p in path.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} == {".safetensors", ".json"}
+    (shard,) = (path / "shards").iterdir()
+    with safe_open(str(shard), "pt") as f:  # the tied head is stored once
+        assert ("model/model.lm_head.weight" in f.keys()) != (
+            "model/model.model.embed_tokens.weight" in f.keys())
+
+    b, opt_b = tied(1)
+    par = Parallel("none", 1, 0, torch.device("cpu"))
+    assert par.load_checkpoint(path, b, b.model, opt_b)["step"] == 2
+    assert b.model.lm_head.weight is b.model.model.embed_tokens.weight
+    for x, y in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(x, y)
+    update(a, opt_a, 2)
+    update(b, opt_b, 2)
+    for x, y in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(x, y)
