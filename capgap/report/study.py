@@ -9,7 +9,7 @@ from typing import Any
 
 from capgap.law.bracket import bracket_text, common_text, ratio_text
 from capgap.report.findings import findings_lines
-from capgap.report.synthesis import control_line, optimum_line, relative_line
+from capgap.report.synthesis import control_line, holdout_lines, optimum_line, relative_line
 from capgap.results.defaults import PAPER_RATIO
 
 BUDGET_IMAGE = "optimum_vs_budget.png"
@@ -18,6 +18,7 @@ CONTROL_IMAGE = "control.png"
 SCRATCH_IMAGE = "scratch.png"
 OBJECTIVES_IMAGE = "objectives.png"
 ALLOCATION_IMAGE = "allocation.png"
+HOLDOUT_IMAGE = "holdout.png"
 BESIDE_PAPER = (  # synthesis key, section title, figure, what it shows
     ("control", "Same-init control", CONTROL_IMAGE,
      "One student initialisation distilled from every teacher, beside the paper's students "
@@ -153,6 +154,12 @@ def sections(record: dict[str, Any],
         out.append({"title": "Every other group of the paper's setting (families, budgets)",
                     "pre": [f"{g['family']} / {g['objective']} / {g['init']} / {g['source']}: "
                             + optimum_line(g) for g in other]})
+    if record.get("holdout"):
+        out.append({"title": "The budget-aware law on cells it never saw",
+                    "text": "Busbridge et al.'s student-loss law with capgap's pruning-damage "
+                            "term, fitted on every cell but the held-out ones, then asked for "
+                            "those (`holdout.json`, `budget_law.json`).",
+                    "image": image(HOLDOUT_IMAGE), "pre": holdout_lines(record["holdout"])})
     if syn.get("findings"):
         out.append({"title": "H1-H3 per budget, pooled over parts",
                     "text": "The paper's setting (own-pruned students) per family, objective "

@@ -225,3 +225,47 @@ def _save_panels(fig: Any, axes: Any, path: str | Path) -> None:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     save_figure(fig, axes[-1], Path(path))
+
+
+def holdout_figure(record: dict[str, Any] | None, path: str | Path) -> bool:
+    """The budget-aware law on cells it never saw (``holdout.json``): predicted against
+    measured loss per held-out cell (distilled dots, baselines crosses; the diagonal is a
+    perfect prediction). False (nothing written) without held-out cells."""
+    cells = (record or {}).get("cells") or []
+    if not cells:
+        return False
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    for distilled, marker, label in ((True, "o", "distilled"), (False, "x", "no-teacher baseline")):
+        pts = [(c["measured"], c["predicted"]) for c in cells
+               if (c["teacher_loss"] is not None) == distilled]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker, ms=5, ls="none", label=label)
+    lo = min(min(c["measured"], c["predicted"]) for c in cells)
+    hi = max(max(c["measured"], c["predicted"]) for c in cells)
+    ax.plot([lo, hi], [lo, hi], "-", color="grey", lw=1, label="prediction = measurement")
+    ax.set_xlabel("measured held-out loss (seed mean, nats)")
+    ax.set_ylabel("predicted by the law fitted without it")
+    mae, noise = record.get("mae_nats"), record.get("seed_noise_nats")
+    ax.set_title(f"held out: {', '.join(f'{k} {v}' for k, v in record['hold_out'].items())}; "
+                 f"mae {mae:.3f}" + (f", seed noise {noise:.4f}" if noise else ""), fontsize=9)
+    _save_panels(fig, [ax], path)
+    return True
+
+
+def holdout_lines(summary: dict[str, Any]) -> list[str]:
+    """The held-out check's headline and one line per held-out (size, budget) slice."""
+    if summary.get("status") != "ok":
+        return [f"not yet: {summary.get('reason', 'no held-out cells')}"]
+    noise = summary.get("seed_noise_nats")
+    lines = [f"fitted on {summary['fit_cells']} cells, {summary['held_out_cells']} held out: "
+             f"mae {summary['mae_nats']:.4f} nats, seed noise "
+             + (f"{noise:.4f}" if noise is not None else "not measured (no cell has 3 seeds)")
+             + f"; best teacher right in {summary['argmin_agreement']:.0%} of held-out slices "
+             f"({summary['argmin_within_noise']:.0%} within {SIGNAL:g} x noise)"]
+    for s in summary.get("slices", []):
+        verdict = "right" if s["agree"] else "within noise" if s["within_noise"] else "wrong"
+        lines.append(f"S {format_size(s['student_target'])}, {s['tokens']:,} tokens: measured "
+                     f"{s['measured_best']}, predicted {s['predicted_best']} ({verdict})")
+    return lines

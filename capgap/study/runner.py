@@ -43,6 +43,7 @@ from capgap.report.study import (
     ALLOCATION_IMAGE,
     BUDGET_IMAGE,
     CONTROL_IMAGE,
+    HOLDOUT_IMAGE,
     OBJECTIVES_IMAGE,
     PENALTY_IMAGE,
     SCRATCH_IMAGE,
@@ -52,6 +53,7 @@ from capgap.report.study import (
 from capgap.report.synthesis import (
     budget_figure,
     control_figure,
+    holdout_figure,
     objectives_figure,
     penalty_figure,
 )
@@ -219,6 +221,9 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
                OBJECTIVES_IMAGE: objectives_figure(syn["objectives"], out / OBJECTIVES_IMAGE)}
     if cfg.holdout is not None:
         record["holdout"] = holdout_check(cfg, rows, out)
+        held = out / HOLDOUT if record["holdout"]["status"] == "ok" else None
+        figures[HOLDOUT_IMAGE] = holdout_figure(
+            json.loads(held.read_text(encoding="utf-8")) if held else None, out / HOLDOUT_IMAGE)
     write_json(out / STUDY_RECORD, record)
     write_text(out / "index.html", index_html(record, figures))
     write_text(out / SUMMARY, summary_markdown(record, figures))
@@ -253,7 +258,10 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
     write_json(out / BUDGET_LAW, law.to_dict())
     return {"status": "ok", "file": HOLDOUT} | {
         k: record[k] for k in ("fit_cells", "held_out_cells", "mae_nats", "seed_noise_nats",
-                               "argmin_agreement", "argmin_within_noise")}
+                               "argmin_agreement", "argmin_within_noise")} | {
+        "slices": [{k: s[k] for k in ("student_target", "tokens", "measured_best",
+                                      "predicted_best", "agree", "within_noise")}
+                   for s in record["slices"]]}
 
 
 def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],

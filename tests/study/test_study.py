@@ -183,6 +183,15 @@ def test_holdout_check_fits_the_kept_cells_and_predicts_the_rest(sweep_root, tmp
     saved = json.loads((out / "holdout.json").read_text())
     assert saved["parts"] == ["paper"] and saved["mae_nats"] == got["mae_nats"]
     assert (out / "budget_law.json").is_file() and (out / "regime.json").is_file()
+    assert [s["tokens"] for s in got["slices"]].count(4e6) == len(got["slices"])
+    from capgap.report.study import HOLDOUT_IMAGE, summary_markdown
+    from capgap.report.synthesis import holdout_figure
+
+    assert holdout_figure(saved, out / HOLDOUT_IMAGE) and not holdout_figure(None, out / "x.png")
+    text = summary_markdown({"parts": {}, "holdout": got})
+    assert "## The budget-aware law on cells it never saw" in text and "holdout.png" in text
+    assert f"mae {got['mae_nats']:.4f} nats" in text
+    assert "not yet: " in summary_markdown({"parts": {}, "holdout": waiting})
     with pytest.raises(CapgapError, match="holdout.parts: no part 'nope'"):
         config.from_dict(StudyConfig, raw | {"holdout": {"hold_out": {"tokens": [4e6]},
                                                          "parts": ["nope"]}})
