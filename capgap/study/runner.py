@@ -240,11 +240,14 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
     names = cfg.holdout_parts()
     first = cfg.sweep(names[0])
     teachers = out / "teachers" / str(family_key(first))
+    if not (teachers / REGIME).is_file() and (out / REGIME).is_file():
+        teachers = out  # a published study keeps the regime, not the teachers
     try:
         losses, _ = teachers_from(teachers)
     except CapgapError as e:
         return {"status": "waiting", "reason": str(e)}
-    write_text(out / REGIME, (teachers / REGIME).read_text(encoding="utf-8"))
+    if teachers != out:
+        write_text(out / REGIME, (teachers / REGIME).read_text(encoding="utf-8"))
     keep = {first.objectives[0], "ce"}
     cells = [dict(r) for name in names for r in part_rows.get(name, [])
              if r.objective in keep and r.allocation == first.students.allocations[0]

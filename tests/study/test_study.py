@@ -192,6 +192,10 @@ def test_holdout_check_fits_the_kept_cells_and_predicts_the_rest(sweep_root, tmp
     assert "## The budget-aware law on cells it never saw" in text and "holdout.png" in text
     assert f"mae {got['mae_nats']:.4f} nats" in text
     assert "not yet: " in summary_markdown({"parts": {}, "holdout": waiting})
+    published = tmp_path / "published"  # a copy without its teachers keeps their regime.json
+    published.mkdir()
+    (published / "regime.json").write_text((out / "regime.json").read_text())
+    assert holdout_check(cfg, {"paper": rows}, published)["mae_nats"] == got["mae_nats"]
     with pytest.raises(CapgapError, match="holdout.parts: no part 'nope'"):
         config.from_dict(StudyConfig, raw | {"holdout": {"hold_out": {"tokens": [4e6]},
                                                          "parts": ["nope"]}})
