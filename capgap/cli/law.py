@@ -449,9 +449,10 @@ def budget_teachers(text: str) -> tuple[dict[str, float], dict[str, float]]:
     losses, params = {}, {}
     for item in text.split(","):
         pair, _, size = item.partition("@")
-        losses |= parse_losses([pair], "--teachers")
+        ((name, loss),) = parse_losses([pair], "--teachers").items()
+        losses[name] = loss
         if size:
-            params[next(reversed(losses))] = parse_size(size)
+            params[name] = parse_size(size)
     return losses, params
 
 
