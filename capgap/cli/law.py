@@ -300,15 +300,15 @@ def _num(x: float | None, spec: str) -> str:
 
 def _budget_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The cells (``--where`` applied) and the teachers' losses a budget-law command uses."""
-    from capgap.law.budget import teachers_from
     from capgap.law.cells import matches, read_table
+    from capgap.results.regime import teacher_losses
 
     sources = args.source if isinstance(args.source, list) else [args.source]
     losses = parse_losses(args.teacher_loss, "--teacher-loss")
     if args.teachers or not losses:
         for src in [args.teachers] if args.teachers else sources:
             try:
-                losses = teachers_from(src)[0] | losses
+                losses = teacher_losses(src)[0] | losses
             except CapgapError:
                 if args.teachers:
                     raise
@@ -442,10 +442,10 @@ def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
 def budget_teachers(text: str) -> tuple[dict[str, float], dict[str, float]]:
     """``--teachers`` of a budget law: a pretrained family's folder (its regime.json) or
     ``NAME=LOSS[@PARAMS]`` pairs; (losses, sizes)."""
-    from capgap.law.budget import teachers_from
+    from capgap.results.regime import teacher_losses
 
     if Path(text).exists():
-        return teachers_from(text)
+        return teacher_losses(text)
     losses, params = {}, {}
     for item in text.split(","):
         pair, _, size = item.partition("@")

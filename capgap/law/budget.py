@@ -31,18 +31,15 @@ numpy/scipy only.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import least_squares
 
 from capgap.errors import CapgapError
-from capgap.results.regime import REGIME
 
 SUP_NAMES = ("E", "A", "alpha", "B", "beta", "gamma")
 DAMAGE_NAMES = ("K", "kappa", "eta")
@@ -382,26 +379,3 @@ def _at_bounds(sup: Mapping[str, float], kd: Mapping[str, float]) -> list[str]:
     values = dict(sup) | dict(kd)
     return [k for k, (lo, hi) in edges.items()
             if k in values and min(abs(values[k] - lo), abs(values[k] - hi)) < 1e-3 * (hi - lo)]
-
-
-# ---------------------------------------------------------------------------------------
-# Teachers
-
-
-def teachers_from(path: str | Path) -> tuple[dict[str, float], dict[str, float]]:
-    """Teachers' held-out losses and sizes (name -> value each) from a pretrained family's
-    ``regime.json``: the file, the family's folder or a sweep folder holding ``teachers/``."""
-    path = Path(path)
-    for candidate in (path, path / REGIME, path / "teachers" / REGIME):
-        if candidate.is_file():
-            break
-    else:
-        raise CapgapError(f"{path}: no {REGIME} (a family pretrained by capgap pretrain, or a "
-                          "sweep folder whose teachers it pretrained)")
-    try:
-        teachers = json.loads(candidate.read_text(encoding="utf-8"))["teachers"]
-        losses = {str(t["name"]): float(t["val_loss"]) for t in teachers}
-        params = {str(t["name"]): float(t["params"]) for t in teachers}
-    except (ValueError, KeyError, TypeError) as e:
-        raise CapgapError(f"{candidate}: not a regime file ({e})") from None
-    return losses, params

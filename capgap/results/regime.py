@@ -15,24 +15,60 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from capgap.errors import CapgapError
 from capgap.results.defaults import LOW_EMBEDDING, TRAINED_TOKENS_PER_PARAM
 
 REGIME = "regime.json"  # what a pretrained family writes beside its sizes
 
 
-def read_regime(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """The teachers of a sweep that pretrained them (``teachers/regime.json``, else the
-    older ``teachers/DONE.json``); empty when it was given existing models."""
-    teachers = Path(sweep_dir) / "teachers"
-    if (teachers / REGIME).is_file():
-        return json.loads((teachers / REGIME).read_text(encoding="utf-8"))["teachers"]
-    done = teachers / "DONE.json"
+def find_regime(path: str | Path) -> Path | None:
+    """The ``regime.json`` that *path* names: the file itself, a pretrained family's folder,
+    or a sweep/study folder whose ``teachers/`` capgap pretrained; ``None`` when there is none."""
+    path = Path(path)
+    for candidate in (path, path / REGIME, path / "teachers" / REGIME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_regime(path: str | Path) -> list[dict[str, Any]]:
+    """The pretrained teachers' rows (name, params, val_loss, tokens_per_param,
+    embedding_fraction, ...) from :func:`find_regime`'s file, else from an older sweep's
+    ``teachers/DONE.json``; empty when the sweep was given existing models.
+
+    Raises :class:`CapgapError` when the file is there but is not a regime file."""
+    found = find_regime(path)
+    if found is not None:
+        try:
+            teachers = json.loads(found.read_text(encoding="utf-8"))["teachers"]
+            if not isinstance(teachers, list):
+                raise TypeError("'teachers' is not a list")
+        except (ValueError, KeyError, TypeError) as e:
+            raise CapgapError(f"{found}: not a regime file ({e})") from None
+        return teachers
+    done = Path(path) / "teachers" / "DONE.json"
     if not done.is_file():
         return []
     return [{"name": r["name"], "params": r["params"],
              "tokens_per_param": r["train_tokens"] / r["params"],
              "embedding_fraction": 1 - r["params_non_embedding"] / r["params"]}
             for r in json.loads(done.read_text(encoding="utf-8")).get("results", [])]
+
+
+def teacher_losses(path: str | Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Teachers' held-out losses and sizes (name -> value each) from *path*'s regime.json
+    (see :func:`find_regime`), as the budget-aware law wants them."""
+    found = find_regime(path)
+    if found is None:
+        raise CapgapError(f"{path}: no {REGIME} (a family pretrained by capgap pretrain, or a "
+                          "sweep folder whose teachers it pretrained)")
+    try:
+        teachers = read_regime(found)
+        losses = {str(t["name"]): float(t["val_loss"]) for t in teachers}
+        params = {str(t["name"]): float(t["params"]) for t in teachers}
+    except (ValueError, KeyError, TypeError) as e:
+        raise CapgapError(f"{found}: not a regime file ({e})") from None
+    return losses, params
 
 
 def describe_regime(teachers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -36,7 +36,6 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
-from capgap.law.budget import teachers_from
 from capgap.law.holdout import holdout
 from capgap.report import build_report
 from capgap.report.study import (
@@ -60,7 +59,7 @@ from capgap.report.synthesis import (
 from capgap.results.accounting import busy_seconds, compute_rows, left_seconds, status_counts
 from capgap.results.findings import findings, hypotheses, law_summary
 from capgap.results.optimum import shared_seeds_by
-from capgap.results.regime import REGIME
+from capgap.results.regime import REGIME, teacher_losses
 from capgap.results.rows import CellRow, PartRow
 from capgap.results.store import DB_NAME, LAW_NAME, read_rows
 from capgap.results.synthesis import pooled_rows, synthesis, tag_rows
@@ -243,7 +242,7 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
     if not (teachers / REGIME).is_file() and (out / REGIME).is_file():
         teachers = out  # a published study keeps the regime, not the teachers
     try:
-        losses, _ = teachers_from(teachers)
+        losses, _ = teacher_losses(teachers)
     except CapgapError as e:
         return {"status": "waiting", "reason": str(e)}
     if teachers != out:

@@ -9,7 +9,15 @@ import shutil
 import pytest
 
 from capgap.cli import main
-from capgap.results.regime import describe_answer, describe_regime, regime_lines
+from capgap.errors import CapgapError
+from capgap.results.regime import (
+    describe_answer,
+    describe_regime,
+    find_regime,
+    read_regime,
+    regime_lines,
+    teacher_losses,
+)
 
 
 def _teachers(tpp: float, emb: float, n: int = 7, step: float = 1.41) -> list[dict]:
@@ -55,3 +63,26 @@ def test_pilot_states_its_regime_and_answer(finished_sweep, sweep_root, tmp_path
     assert "regime: micro" in text and "under-trained" in text and "answer: " in text
     saved = json.loads((out / "answer.json").read_text())
     assert saved["regime"]["name"] == "micro" and saved["answer"]["law"]
+
+
+def test_one_reader_finds_the_regime_from_file_family_or_sweep(tmp_path) -> None:
+    rows = [{"name": "A", "params": 1000, "val_loss": 3.5, "tokens_per_param": 20,
+             "embedding_fraction": 0.1},
+            {"name": "B", "params": 2000, "val_loss": 3.1, "tokens_per_param": 20,
+             "embedding_fraction": 0.1}]
+    family = tmp_path / "sweep" / "teachers"
+    family.mkdir(parents=True)
+    (family / "regime.json").write_text(json.dumps({"teachers": rows}))
+    for where in (family / "regime.json", family, tmp_path / "sweep"):
+        assert find_regime(where) == family / "regime.json"
+        assert read_regime(where) == rows
+        assert teacher_losses(where) == ({"A": 3.5, "B": 3.1}, {"A": 1000.0, "B": 2000.0})
+    assert find_regime(tmp_path) is None and read_regime(tmp_path) == []
+    with pytest.raises(CapgapError, match="no regime.json"):
+        teacher_losses(tmp_path)
+    (family / "regime.json").write_text(json.dumps({"teachers": [{"name": "A"}]}))
+    with pytest.raises(CapgapError, match="not a regime file"):
+        teacher_losses(family)
+    (family / "regime.json").write_text("{not json")
+    with pytest.raises(CapgapError, match="not a regime file"):
+        read_regime(family)
