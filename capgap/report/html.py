@@ -32,6 +32,7 @@ from capgap.results.store import read_rows, sweep_law
 REPORT_DIR = "report"
 CELLS_CSV = "cells.csv"
 FLOPS_JSON = "loss_vs_flops.json"
+FLOPS_IMAGE = "loss_vs_flops.png"
 _PATH_COLUMNS = ("teacher_path", "student_path", "cell_dir", "model_dir")
 
 
@@ -112,9 +113,8 @@ def flops_figure(rows: list[CellRow], out: Path) -> tuple[str, str] | None:
               s["baseline"], colors[s["student_target"]])
     _log_x(ax, "model FLOPs per cell (teacher forward + student training + scoring)",
            "held-out loss (nats/token)", _no_minor_labels)
-    name = "loss_vs_flops.png"
-    save_figure(fig, ax, out / name)
-    return name, ("Held-out loss against compute: each line one student size and setting "
+    save_figure(fig, ax, out / FLOPS_IMAGE)
+    return FLOPS_IMAGE, ("Held-out loss against compute: each line one student size and setting "
                   "through its teachers, smallest first; baselines (no teacher) dashed. "
                   f"Points: {FLOPS_JSON}")
 

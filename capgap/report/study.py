@@ -9,6 +9,7 @@ from typing import Any
 
 from capgap.law.bracket import bracket_text, common_text, ratio_text
 from capgap.report.findings import findings_lines
+from capgap.report.html import FLOPS_IMAGE, FLOPS_JSON
 from capgap.report.synthesis import control_line, holdout_lines, optimum_line, relative_line
 from capgap.results.defaults import PAPER_RATIO
 
@@ -133,6 +134,13 @@ def sections(record: dict[str, Any],
                             "the optimum moving up before it shows as a change of argmin.",
                     "image": image(PENALTY_IMAGE),
                     "pre": [relative_line(g) for g in budget]})
+    if image(FLOPS_IMAGE):
+        out.append({"title": "Loss against compute, pooled over parts",
+                    "text": "Every own-pruned distilled cell of the paper's setting against its "
+                            "model FLOPs (teacher forward + student training + scoring): one "
+                            "line per student size and budget through its teachers, smallest "
+                            f"first; a size keeps its colour across budgets (points: `{FLOPS_JSON}`).",
+                    "image": image(FLOPS_IMAGE)})
     for key, title, figure, text in BESIDE_PAPER:
         if syn.get(key):
             out.append({"title": title, "text": text, "image": image(figure),

@@ -38,6 +38,7 @@ from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
 from capgap.law.holdout import holdout
 from capgap.report import build_report
+from capgap.report.html import FLOPS_IMAGE, flops_figure
 from capgap.report.study import (
     ALLOCATION_IMAGE,
     BUDGET_IMAGE,
@@ -204,9 +205,11 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
     rows = {name: read_rows(out / name) for name in record["parts"]
             if (out / name / DB_NAME).is_file()}  # each part's database read once
     record = _summarise(record, rows, out)
-    record["synthesis"] = _synthesis(cfg, rows, out)
+    tagged = _tagged(cfg, rows)
+    record["synthesis"] = _synthesis(cfg, tagged, out)
     syn = record["synthesis"]
     primary = syn.get("primary", {})
+    setting = {k: primary[k] for k in ("family", "objective", "allocation") if k in primary}
     brackets = {law["tokens"]: (law.get("bracket") or {}).get("common")
                 for law in syn["laws"] if law["unit"] == "total"
                 and law["family"] == primary.get("family")
@@ -217,7 +220,9 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
                CONTROL_IMAGE: control_figure(syn["control"], out / CONTROL_IMAGE),
                SCRATCH_IMAGE: control_figure(syn["scratch"], out / SCRATCH_IMAGE),
                ALLOCATION_IMAGE: control_figure(syn["allocation"], out / ALLOCATION_IMAGE),
-               OBJECTIVES_IMAGE: objectives_figure(syn["objectives"], out / OBJECTIVES_IMAGE)}
+               OBJECTIVES_IMAGE: objectives_figure(syn["objectives"], out / OBJECTIVES_IMAGE),
+               FLOPS_IMAGE: bool(setting) and flops_figure(
+                   pooled_rows(tagged, **setting), out) is not None}
     if cfg.holdout is not None:
         record["holdout"] = holdout_check(cfg, rows, out)
         held = out / HOLDOUT if record["holdout"]["status"] == "ok" else None
@@ -266,14 +271,19 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
                    for s in record["slices"]]}
 
 
-def _synthesis(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
-               out: Path) -> dict[str, Any]:
+def _tagged(cfg: StudyConfig, part_rows: dict[str, list[CellRow]]) -> list[PartRow]:
+    """Every part's rows with their part, family and source (own or cut from another)."""
     families = _family_names(cfg)
     rows: list[PartRow] = []
     for name, mine in part_rows.items():
         if name in cfg.parts:
             sweep = cfg.sweep(name)
             rows += tag_rows(mine, name, families[name], sweep.students.prune_from)
+    return rows
+
+
+def _synthesis(cfg: StudyConfig, rows: list[PartRow], out: Path) -> dict[str, Any]:
+    families = _family_names(cfg)
     first_name = next(iter(cfg.parts))
     first = cfg.sweep(first_name)
     out_syn = synthesis(rows, families[first_name], first.objectives[0],

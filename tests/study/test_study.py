@@ -63,6 +63,12 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
         out / "index.html").read_text()
     for figure in ("optimum_vs_budget.png", "loss_vs_teacher.png"):  # the paper's setting
         assert (out / figure).stat().st_size > 1000 and figure in (out / "summary.md").read_text()
+    assert "## Loss against compute, pooled over parts" in (out / "summary.md").read_text()
+    series = json.loads((out / "loss_vs_flops.json").read_text())["series"]
+    assert series and not any(s["baseline"] for s in series)  # the paper's setting only
+    points = sorted((p["teacher"], p["total_flops"]) for s in series for p in s["points"])
+    own = sorted((t, paper[t]["total_flops"]) for t in paper)  # control's cut-from-A left out
+    assert points == own
     assert record["compute_s"]["teacher pretraining"] > 0 and record["compute_s"]["cells"] > 0
     teachers_once = record["parts"]["paper"]["compute_s"]["teacher pretraining"]
     assert record["compute_s"]["teacher pretraining"] == teachers_once  # shared, counted once
