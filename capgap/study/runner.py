@@ -91,7 +91,8 @@ class HoldoutConfig:
     """Column -> values whose cells the fit never sees, e.g. ``{tokens: [2e6],
     student_target: [400000]}`` (a larger budget, a size never fitted)."""
     parts: list[str] = field(default_factory=list)
-    """Parts whose cells are pooled (one teacher family); default: every part."""
+    """Parts whose cells are pooled (one teacher family); default: every part that shares
+    the first part's teachers (a part of another family has its own teachers' losses)."""
     bootstrap: int = 200
     """Bootstrap refits of the law fitted on the kept cells."""
 
@@ -130,8 +131,13 @@ class StudyConfig:
                                   "family (the law needs each teacher's loss from its regime.json)")
 
     def holdout_parts(self) -> list[str]:
-        """The parts whose cells the held-out check pools."""
-        return (self.holdout.parts if self.holdout and self.holdout.parts else list(self.parts))
+        """The parts whose cells the held-out check pools: ``holdout.parts``, else every part
+        whose teachers are the first part's."""
+        if self.holdout and self.holdout.parts:
+            return list(self.holdout.parts)
+        keys = {name: family_key(self.sweep(name)) for name in self.parts}
+        first = keys[next(iter(self.parts))]
+        return [name for name, key in keys.items() if key == first]
 
     def sweep(self, name: str) -> SweepConfig:
         """The resolved sweep config of part ``name``."""

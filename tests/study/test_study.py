@@ -138,6 +138,13 @@ def test_parts_pool_a_family_only_when_they_share_its_teachers(sweep_root):
         "a": {}, "b": {"tokens": [4096]}, "c": longer}})
     names = _family_names(cfg)
     assert names["a"] == names["b"] != names["c"]  # same teachers: one family, pooled
+    held = config.from_dict(StudyConfig, {"base": base, "parts": {
+        "a": {}, "b": {"tokens": [4096]}, "c": longer}, "holdout": {"hold_out": {"tokens": [4096]}}})
+    assert held.holdout_parts() == ["a", "b"]  # the held-out law pools one family's teachers
+    mixed = {"base": base, "parts": {"a": {}, "c": longer},
+             "holdout": {"hold_out": {"tokens": [4096]}, "parts": ["a", "c"]}}
+    with pytest.raises(CapgapError, match="one teacher family"):
+        config.from_dict(StudyConfig, mixed)
     assert all(n.startswith("family-") for n in names.values())  # which family is which
     assert _family_names(config.from_dict(StudyConfig, {"base": base, "parts": {
         "a": {}, "b": {"tokens": [4096]}}})) == {"a": "family", "b": "family"}
