@@ -428,12 +428,15 @@ def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps(rec, indent=2))
         return 0
-    lines = [f"student {rec['student_params']:.4g} params, {rec['tokens']:.4g} tokens: "
+    n = rec["student_params"]
+    lines = [f"student {format_size(n)} params, {format_size(rec['tokens'])} tokens: "
              f"best teacher {rec['best']} (no teacher: {rec['baseline']:.4f} nats)"]
+    sizes = rec.get("teacher_params", {})
     for name, loss in sorted(rec["losses"].items(), key=lambda kv: kv[1]):
         ci = rec.get("loss_ci", {}).get(name)
         share = rec.get("best_share", {}).get(name)
-        lines.append(f"  {name:>12}: {loss:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+        size = f" ({format_size(sizes[name])}, {sizes[name] / n:.2f}x)" if name in sizes else ""
+        lines.append(f"  {name + size:>22}: {loss:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
                      + (f"  best in {share:.0%} of resamples" if share is not None else ""))
     print("\n".join(lines))
     return 0

@@ -124,8 +124,8 @@ class BudgetLaw:
         if not teachers:
             raise CapgapError("no teachers to choose from: give their losses (NAME=LOSS)")
         ratio, skipped = None, []
+        sizes = dict(self.teacher_params) | dict(params or {})
         if self.damage and init == "pruned":
-            sizes = dict(self.teacher_params) | dict(params or {})
             missing = [t for t in teachers if t not in sizes]
             if missing:
                 raise CapgapError(f"the law has a pruning-damage term: give the size of teacher "
@@ -145,6 +145,9 @@ class BudgetLaw:
             "losses": dict(zip(names, pred.round(5).tolist(), strict=True)),
             "baseline": round(float(self.loss(n, d)), 5),
         }
+        known = {t: float(sizes[t]) for t in names if t in sizes}
+        if known:
+            out["teacher_params"] = known
         if ratio is not None:
             out["baselines"] = dict(zip(names, self.loss(n, d, None, ratio).round(5).tolist(),
                                         strict=True))

@@ -12,6 +12,7 @@ from capgap.cli import main
 from capgap.errors import CapgapError
 from capgap.law.budget import baseline_loss, student_loss
 from capgap.law.holdout import holdout, is_held_out, seed_noise_nats
+from capgap.units import format_size
 from tests.law.test_budget import DAMAGE, KD, NOISE, SIZES, TEACHERS
 
 STUDENTS = (2e5, 4e5, 6e5, 1.2e6, 2e6)
@@ -97,6 +98,11 @@ def test_cli_writes_holdout_and_law(tmp_path, capsys) -> None:  # noqa: ANN001
                  "--teachers", str(tmp_path / "teachers"), "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)
     assert set(pred["losses"]) == {t for t, p in SIZES.items() if p > 1e6}
+    assert pred["teacher_params"] == {t: SIZES[t] for t in pred["losses"]}
+    assert main(["law", "predict", "--law", str(law), "--student-params", "1M", "--tokens", "8M",
+                 "--teachers", str(tmp_path / "teachers")]) == 0
+    best = pred["best"]
+    assert f"{best} ({format_size(SIZES[best])}, {SIZES[best] / 1e6:.2f}x): " in capsys.readouterr().out
     assert main(["law", "predict", "--law", str(law), "--student-params", "1M", "--tokens", "8M",
                  "--teachers", "T8=2.2@3e7,X=2.0"]) == 2
     assert "give the size of teacher X" in capsys.readouterr().err
