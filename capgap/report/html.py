@@ -100,17 +100,20 @@ def flops_figure(rows: list[CellRow], out: Path) -> tuple[str, str] | None:
     if not mine:
         return None
     series = [{"label": label, "student_target": cells[0][0].student_target,
-               "baseline": baseline, "points": [
+               "tokens": cells[0][0].tokens, "baseline": baseline, "points": [
         {"teacher": by_t[0].teacher, "teacher_params": by_t[0].teacher_params, "cells": len(by_t),
          "total_flops": _mean(r.total_flops for r in by_t),
          "val_loss": _mean(r.val_loss for r in by_t)} for by_t in cells]}
         for label, baseline, cells in _series(mine)]
     write_json(out / FLOPS_JSON, {"x": "total_flops", "y": "val_loss", "series": series})
     colors = {t: f"C{i % 10}" for i, t in enumerate(sorted({s["student_target"] for s in series}))}
+    markers = {b: "osD^v<>p"[i % 8] for i, b in enumerate(sorted({s["tokens"] for s in series}))}
     fig, ax = pyplot().subplots(figsize=(6, 4.2))
-    for s in series:  # a student size and its baseline share a colour
-        _line(ax, [(p["total_flops"], p["val_loss"]) for p in s["points"]], s["label"],
-              s["baseline"], colors[s["student_target"]])
+    for s in series:  # a student size and its baseline share a colour; budgets differ by marker
+        xs, ys = zip(*[(p["total_flops"], p["val_loss"]) for p in s["points"]], strict=True)
+        ax.plot(xs, ys, ("--" if s["baseline"] else "-") + markers[s["tokens"]],
+                label=s["label"], color=colors[s["student_target"]],
+                alpha=0.8 if s["baseline"] else 1, markersize=5)
     _log_x(ax, "model FLOPs per cell (teacher forward + student training + scoring)",
            "held-out loss (nats/token)", _no_minor_labels)
     save_figure(fig, ax, out / FLOPS_IMAGE)
@@ -172,8 +175,14 @@ def ratio_axis(axis: Any) -> None:
 
 
 def save_figure(fig: Any, ax: Any, path: Path) -> None:
-    """The report's figure finish: small legend, light grid, PNG written atomically, closed."""
-    ax.legend(fontsize=7)
+    """The report's figure finish: small legend (beside the axes when it has many entries, so
+    it hides no data), light grid, PNG written atomically, closed."""
+    if len(ax.get_legend_handles_labels()[1]) > 6:
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + 3.2, height)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -191,7 +200,8 @@ def _series(rows: list[CellRow]) -> Iterable[tuple[str, bool, list[list[CellRow]
         groups.setdefault(key, {}).setdefault(r.teacher_params, []).append(r)
     several = len({k[0] for k in groups}) > 1
     for (target, obj, alloc, init, tokens, baseline), by_t in sorted(
-            groups.items(), key=lambda kv: (kv[0][0] or 0, str(kv[0]))):
+            groups.items(), key=lambda kv: (kv[0][0] or 0, str(kv[0][1:4]), kv[0][4] or 0,
+                                            kv[0][5])):
         name = "baseline (alpha=1)" if baseline else obj
         size = f"S {target / 1e6:.3g}M, " if several else ""
         yield (f"{size}{name}, {alloc}, {init}, {tokens:,} tok", baseline,

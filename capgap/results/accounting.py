@@ -56,13 +56,18 @@ def teacher_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 def _busy_intervals(rows: list[CellRow]) -> list[tuple[float, float]]:
     """When cells were running: each done cell's [finish - its own seconds, finish] (POSIX
     seconds; ``updated`` is the machine's local time), overlaps merged. Unlike a driver's
-    timer this survives interrupted runs."""
-    spans = []
+    timer this survives interrupted runs. A lockstep group's members finish together and
+    split its time (``distill_s``), so rows of one teacher and seed that finished in the same
+    second count as one span of their summed seconds."""
+    groups: dict[tuple[str, str | None, int | None], list[CellRow]] = {}
     for r in rows:
-        if r.status != "done" or not r.updated:
-            continue
-        end = datetime.fromisoformat(r.updated).timestamp()
-        spans.append((end - (r.prune_s or 0.0) - (r.distill_s or 0.0), end))
+        if r.status == "done" and r.updated:
+            groups.setdefault((r.updated, r.teacher_path, r.seed), []).append(r)
+    spans = []
+    for (updated, _, _), members in groups.items():
+        end = datetime.fromisoformat(updated).timestamp()
+        own = max(r.prune_s or 0.0 for r in members) + sum(r.distill_s or 0.0 for r in members)
+        spans.append((end - own, end))
     merged: list[tuple[float, float]] = []
     for lo, hi in sorted(spans):
         if merged and lo <= merged[-1][1]:

@@ -431,8 +431,11 @@ def _summarise(record: dict[str, Any], part_rows: dict[str, list[CellRow]],
             entry["status_counts"] = status_counts(rows)
             entry["busy_s"] = round(busy_seconds(rows), 1)
             entry["left_s"] = round(left_seconds(rows, every), 1)
+            before = entry.get("compute_s", {}).get("teacher pretraining")
             entry["compute_s"] = {r["stage"]: round(r["seconds"], 1)
                                   for r in compute_rows(part, rows) if r["stage"] != "total"}
+            if before and "teacher pretraining" not in entry["compute_s"]:
+                entry["compute_s"]["teacher pretraining"] = before  # published without teachers
             entry["teachers"] = os.path.relpath((part / "teachers").resolve(), out.resolve())
     record["busy_s"] = round(busy_seconds([r for rows in part_rows.values() for r in rows]), 1)
     families = {e["teachers"]: e["compute_s"].get("teacher pretraining", 0.0)

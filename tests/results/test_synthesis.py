@@ -172,6 +172,11 @@ def test_busy_time_merges_parallel_cells_and_skips_gaps_between_runs():
             cell("12:30:00", 999, status="failed")]          # not counted
     assert busy_seconds(rows) == 900 + 60
     assert busy_seconds([]) == 0
+    # a lockstep group of 4 members finishing together split its 400 s (+1 s of pruning)
+    group = [cell("14:00:00", 101) | {"teacher_path": "T2", "seed": 0} for _ in range(4)]
+    assert busy_seconds(group) == 401
+    other = cell("14:00:00", 101) | {"teacher_path": "T3", "seed": 0}  # another worker's group
+    assert busy_seconds([*group, other]) == 401
 
 
 def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():
