@@ -299,23 +299,33 @@ def _num(x: float | None, spec: str) -> str:
 
 
 def _budget_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The cells (``--where`` applied) and the teachers' losses a budget-law command uses."""
+    """The cells (``--where`` applied; ``objective=X`` keeps the no-teacher baselines) and the
+    teachers' losses a budget-law command uses."""
+    from capgap.law.budget import is_baseline
     from capgap.law.cells import matches, read_table
     from capgap.results.regime import teacher_losses
 
     sources = args.source if isinstance(args.source, list) else [args.source]
-    losses = parse_losses(args.teacher_loss, "--teacher-loss")
-    if args.teachers or not losses:
+    given = parse_losses(args.teacher_loss, "--teacher-loss")
+    found: dict[str, float] = {}
+    if args.teachers or not given:
         for src in [args.teachers] if args.teachers else sources:
             try:
-                losses = teacher_losses(src)[0] | losses
+                regime = teacher_losses(src)[0]
             except CapgapError:
                 if args.teachers:
                     raise
+                continue
+            clash = sorted(t for t in regime if t in found and found[t] != regime[t])
+            if clash:
+                raise CapgapError(f"{src}: its teacher {clash[0]} is not the one of that name in "
+                                  "another source (two families?): fit one family at a time")
+            found |= regime
     where = parse_where(args.where)
     records = [dict(r) for src in sources for r in read_table(src).rows
-               if all(matches(r.get(k), v) for k, v in where.items())]
-    return records, losses
+               if all(matches(r.get(k), v) for k, v in where.items()
+                      if not (k == "objective" and is_baseline(r)))]  # baselines have no objective
+    return records, found | given
 
 
 def _damage(args: argparse.Namespace) -> bool | None:
@@ -373,6 +383,8 @@ def _holdout(args: argparse.Namespace) -> int:
 
 def summarise_holdout(rec: dict[str, Any]) -> str:
     """The held-out figures in a few lines, one per held-out slice."""
+    from capgap.law.holdout import slice_line
+
     noise = rec["seed_noise_nats"]
     lines = [f"fitted on {rec['fit_cells']} cells, predicted {rec['held_out_cells']} held out "
              f"({', '.join(f'{k} in {v}' for k, v in rec['hold_out'].items())}): "
@@ -383,11 +395,7 @@ def summarise_holdout(rec: dict[str, Any]) -> str:
                 else "unmeasured (no cell has 3 seeds)"),
              f"best teacher predicted for {_num(rec['argmin_agreement'], '.0%')} of held-out "
              f"slices ({_num(rec['argmin_within_noise'], '.0%')} within noise)"]
-    for s in rec["slices"]:
-        lines.append(f"  student {s['student_target']}, {s['tokens']} tokens: measured "
-                     f"{s['measured_best']}, predicted {s['predicted_best']}"
-                     + ("" if s["agree"] else " (within noise)" if s["within_noise"] else " (wrong)"))
-    return "\n".join(lines)
+    return "\n".join(lines + ["  " + slice_line(s) for s in rec["slices"]])
 
 
 def parse_losses(items: list[str], flag: str) -> dict[str, float]:
@@ -461,11 +469,11 @@ def budget_teachers(text: str) -> tuple[dict[str, float], dict[str, float]]:
 
 def _predict(args: argparse.Namespace) -> int:
     from capgap.law import predict
-    from capgap.law.budget import FORMAT
+    from capgap.law.budget import FORMATS
     from capgap.law.predict import check_law, paper_law, predict_range, read_law
 
     law = read_law(args.law) if args.law else paper_law()
-    if law.get("format") == FORMAT:
+    if law.get("format") in FORMATS:
         return _predict_budget(args, law)
     if args.tokens:
         raise CapgapError("--tokens needs a budget law (capgap law budget ... --out F; --law F)")

@@ -175,10 +175,14 @@ class BudgetLaw:
     def from_dict(cls, data: Mapping[str, Any]) -> BudgetLaw:
         if data.get("format") not in FORMATS:
             raise CapgapError(f"not a budget law (format {data.get('format')!r}, want {FORMAT})")
-        boot = [(b["supervised"], b["distilled"]) for b in data.get("bootstrap", [])]
-        return cls(dict(data["supervised"]), dict(data["distilled"]), dict(data.get("ci", {})),
-                   dict(data.get("fit", {})), dict(data.get("teachers", {})), boot,
-                   dict(data.get("teacher_params", {})))
+        try:
+            boot = [(b["supervised"], b["distilled"]) for b in data.get("bootstrap", [])]
+            return cls(dict(data["supervised"]), dict(data["distilled"]), dict(data.get("ci", {})),
+                       dict(data.get("fit", {})), dict(data.get("teachers", {})), boot,
+                       dict(data.get("teacher_params", {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CapgapError(f"a budget law without its constants ({e!r} missing or malformed)") \
+                from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,16 +203,37 @@ class Row:
     teacher_params: float | None = None
 
 
-def rows_from(records: Iterable[Mapping[str, Any]], teacher_losses: Mapping[str, float] | None = None) -> list[Row]:
+def is_baseline(record: Mapping[str, Any]) -> bool:
+    """A no-teacher cell (alpha = 1: plain cross-entropy); a missing alpha means distilled."""
+    alpha = record.get("alpha")
+    return alpha is not None and float(alpha) >= 1.0
+
+
+def teacher_sizes(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Teacher name -> parameters from the cells that carry ``teacher_params``; one name with
+    two sizes (two families' P3 pooled) is refused, since every ratio would be ambiguous."""
+    sizes: dict[str, float] = {}
+    for r in records:
+        name, size = r.get("teacher"), r.get("teacher_params")
+        if not name or not size:
+            continue
+        if sizes.setdefault(str(name), float(size)) != float(size):
+            raise CapgapError(f"cells name two different teachers {name} ({sizes[str(name)]:,.0f} "
+                              f"and {float(size):,.0f} params): fit one teacher family at a time")
+    return sizes
+
+
+def rows_from(records: Iterable[Mapping[str, Any]], teacher_losses: Mapping[str, float] | None = None,
+              sizes: Mapping[str, float] | None = None) -> list[Row]:
     """Rows from cell dicts: ``student_params``, ``tokens``, ``val_loss``, ``alpha`` and the
     teacher's loss as ``teacher_loss`` or through ``teacher_losses[teacher]``. Where cells
     carry ``teacher_params`` (a sweep's store does), a pruned student's compression is its
     source's size (``pruned_from``, else its teacher) over its own. Cells not ``done`` are
-    skipped; a distilled cell whose teacher has no loss is an error."""
+    skipped; a distilled cell whose teacher has no loss is an error. ``sizes`` (teacher name ->
+    parameters) defaults to :func:`teacher_sizes` of ``records``."""
     records = [r for r in records
                if r.get("status", "done") == "done" and r.get("val_loss") is not None]
-    sizes = {str(r["teacher"]): float(r["teacher_params"]) for r in records
-             if r.get("teacher") and r.get("teacher_params")}
+    sizes = teacher_sizes(records) if sizes is None else sizes
     out = []
     for r in records:
         n, d, loss = float(r["student_params"]), float(r["tokens"]), float(r["val_loss"])
@@ -216,7 +241,7 @@ def rows_from(records: Iterable[Mapping[str, Any]], teacher_losses: Mapping[str,
         if r.get("init", "pruned") == "pruned":
             source = sizes.get(str(r.get("pruned_from") or r.get("teacher")))
             ratio = source / n if source else None
-        if float(r.get("alpha", 0.5)) >= 1.0:
+        if is_baseline(r):
             out.append(Row(n, d, loss, ratio=ratio))
             continue
         name = r.get("teacher")

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from capgap.law.holdout import slice_line
 from capgap.law.plot import pyplot
 from capgap.report.html import ratio_axis, save_figure
 from capgap.results.defaults import PAPER_RATIO, SIGNAL
@@ -264,8 +265,4 @@ def holdout_lines(summary: dict[str, Any]) -> list[str]:
              + (f"{noise:.4f}" if noise is not None else "not measured (no cell has 3 seeds)")
              + f"; best teacher right in {summary['argmin_agreement']:.0%} of held-out slices "
              f"({summary['argmin_within_noise']:.0%} within {SIGNAL:g} x noise)"]
-    for s in summary.get("slices", []):
-        verdict = "right" if s["agree"] else "within noise" if s["within_noise"] else "wrong"
-        lines.append(f"S {format_size(s['student_target'])}, {s['tokens']:,} tokens: measured "
-                     f"{s['measured_best']}, predicted {s['predicted_best']} ({verdict})")
-    return lines
+    return lines + [slice_line(s) for s in summary.get("slices", [])]

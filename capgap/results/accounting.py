@@ -53,20 +53,32 @@ def teacher_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
              "tokens_per_param": r["train_tokens"] / r["params"]} for r in results]
 
 
+GROUP_STAMP_S = 2.0
+"""Members of one lockstep group are stamped as they are recorded, within about a second."""
+
+
 def _busy_intervals(rows: list[CellRow]) -> list[tuple[float, float]]:
     """When cells were running: each done cell's [finish - its own seconds, finish] (POSIX
     seconds; ``updated`` is the machine's local time), overlaps merged. Unlike a driver's
     timer this survives interrupted runs. A lockstep group's members finish together and
-    split its time (``distill_s``), so rows of one teacher and seed that finished in the same
-    second count as one span of their summed seconds."""
-    groups: dict[tuple[str, str | None, int | None], list[CellRow]] = {}
-    for r in rows:
-        if r.status == "done" and r.updated:
-            groups.setdefault((r.updated, r.teacher_path, r.seed), []).append(r)
+    split its time (``distill_s``), so rows of one teacher and seed stamped within
+    :data:`GROUP_STAMP_S` of each other count as one span of their summed seconds."""
+    done = sorted(((datetime.fromisoformat(r.updated).timestamp(), r) for r in rows
+                   if r.status == "done" and r.updated),
+                  key=lambda er: (str(er[1].teacher_path), er[1].seed or 0, er[0]))
+    groups: list[list[tuple[float, CellRow]]] = []
+    for end, r in done:
+        last = groups[-1][-1] if groups else None
+        if (last and (last[1].teacher_path, last[1].seed) == (r.teacher_path, r.seed)
+                and end - last[0] <= GROUP_STAMP_S):
+            groups[-1].append((end, r))
+        else:
+            groups.append([(end, r)])
     spans = []
-    for (updated, _, _), members in groups.items():
-        end = datetime.fromisoformat(updated).timestamp()
-        own = max(r.prune_s or 0.0 for r in members) + sum(r.distill_s or 0.0 for r in members)
+    for members in groups:
+        end = max(e for e, _ in members)
+        own = (max(r.prune_s or 0.0 for _, r in members)
+               + sum(r.distill_s or 0.0 for _, r in members))
         spans.append((end - own, end))
     merged: list[tuple[float, float]] = []
     for lo, hi in sorted(spans):

@@ -36,7 +36,7 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
-from capgap.law.holdout import holdout
+from capgap.law.holdout import holdout, setting_cells
 from capgap.report import build_report
 from capgap.report.html import FLOPS_IMAGE, flops_figure
 from capgap.report.study import (
@@ -250,7 +250,7 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
     names = cfg.holdout_parts()
     first = cfg.sweep(names[0])
     teachers = out / "teachers" / str(family_key(first))
-    if not (teachers / REGIME).is_file() and (out / REGIME).is_file():
+    if not (out / "teachers").exists() and (out / REGIME).is_file():
         teachers = out  # a published study keeps the regime, not the teachers
     try:
         losses, _ = teacher_losses(teachers)
@@ -258,11 +258,10 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
         return {"status": "waiting", "reason": str(e)}
     if teachers != out:
         write_text(out / REGIME, (teachers / REGIME).read_text(encoding="utf-8"))
-    keep = {first.objectives[0], "ce"}
-    cells = [dict(r) for name in names for r in part_rows.get(name, [])
-             if r.objective in keep and r.allocation == first.students.allocations[0]
-             and r.init == "pruned" and r.cut_from == r.teacher]
+    own = [dict(r) for name in names for r in part_rows.get(name, [])
+           if r.init == "pruned" and r.cut_from == r.teacher]  # no controls, no scratch
     try:
+        cells = setting_cells(own, first.objectives[0], first.students.allocations[0])
         record, law = holdout(cells, losses, cfg.holdout.hold_out, bootstrap=cfg.holdout.bootstrap)
     except CapgapError as e:
         return {"status": "waiting", "reason": str(e)}
@@ -273,7 +272,7 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
         k: record[k] for k in ("fit_cells", "held_out_cells", "mae_nats", "seed_noise_nats",
                                "argmin_agreement", "argmin_within_noise")} | {
         "slices": [{k: s[k] for k in ("student_target", "tokens", "measured_best",
-                                      "predicted_best", "agree", "within_noise")}
+                                      "predicted_best", "best_share", "agree", "within_noise")}
                    for s in record["slices"]]}
 
 
@@ -436,7 +435,8 @@ def _summarise(record: dict[str, Any], part_rows: dict[str, list[CellRow]],
                                   for r in compute_rows(part, rows) if r["stage"] != "total"}
             if before and "teacher pretraining" not in entry["compute_s"]:
                 entry["compute_s"]["teacher pretraining"] = before  # published without teachers
-            entry["teachers"] = os.path.relpath((part / "teachers").resolve(), out.resolve())
+            if (part / "teachers").exists():  # a published copy has no teachers folder
+                entry["teachers"] = os.path.relpath((part / "teachers").resolve(), out.resolve())
     record["busy_s"] = round(busy_seconds([r for rows in part_rows.values() for r in rows]), 1)
     families = {e["teachers"]: e["compute_s"].get("teacher pretraining", 0.0)
                 for e in record["parts"].values() if "teachers" in e}

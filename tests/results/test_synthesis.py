@@ -177,6 +177,9 @@ def test_busy_time_merges_parallel_cells_and_skips_gaps_between_runs():
     assert busy_seconds(group) == 401
     other = cell("14:00:00", 101) | {"teacher_path": "T3", "seed": 0}  # another worker's group
     assert busy_seconds([*group, other]) == 401
+    split = [cell(end, 101) | {"teacher_path": "T2", "seed": 0}  # stamped across a second
+             for end in ("14:00:00", "14:00:00", "14:00:01", "14:00:01")]
+    assert busy_seconds(split) == 401
 
 
 def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():
