@@ -301,7 +301,7 @@ def _num(x: float | None, spec: str) -> str:
 def _budget_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The cells (``--where`` applied; ``objective=X`` keeps the no-teacher baselines) and the
     teachers' losses a budget-law command uses."""
-    from capgap.law.budget import is_baseline
+    from capgap.law.budget import is_baseline, measured_losses
     from capgap.law.cells import matches, read_table
     from capgap.results.regime import teacher_losses
 
@@ -325,7 +325,7 @@ def _budget_cells(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[
     records = [dict(r) for src in sources for r in read_table(src).rows
                if all(matches(r.get(k), v) for k, v in where.items()
                       if not (k == "objective" and is_baseline(r)))]  # baselines have no objective
-    return records, found | given
+    return records, found | measured_losses(records) | given
 
 
 def _damage(args: argparse.Namespace) -> bool | None:

@@ -223,13 +223,28 @@ def teacher_sizes(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     return sizes
 
 
+def measured_losses(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Teacher name -> the held-out loss the sweep measured on its students' eval text (the
+    ``teacher_loss`` column); a name with two values (two families pooled) is refused."""
+    losses: dict[str, float] = {}
+    for r in records:
+        name, loss = r.get("teacher"), r.get("teacher_loss")
+        if not name or loss is None:
+            continue
+        if losses.setdefault(str(name), float(loss)) != float(loss):
+            raise CapgapError(f"cells measured teacher {name} at two losses ({losses[str(name)]:.4f}"
+                              f" and {float(loss):.4f}): fit one teacher family at a time")
+    return losses
+
+
 def rows_from(records: Iterable[Mapping[str, Any]], teacher_losses: Mapping[str, float] | None = None,
               sizes: Mapping[str, float] | None = None) -> list[Row]:
     """Rows from cell dicts: ``student_params``, ``tokens``, ``val_loss``, ``alpha`` and the
     teacher's loss as ``teacher_loss`` or through ``teacher_losses[teacher]``. Where cells
     carry ``teacher_params`` (a sweep's store does), a pruned student's compression is its
     source's size (``pruned_from``, else its teacher) over its own. Cells not ``done`` are
-    skipped; a distilled cell whose teacher has no loss is an error. ``sizes`` (teacher name ->
+    skipped; a distilled cell whose teacher has no loss is an error. ``teacher_losses`` wins
+    over a cell's own ``teacher_loss`` (see :func:`measured_losses`). ``sizes`` (teacher name ->
     parameters) defaults to :func:`teacher_sizes` of ``records``."""
     records = [r for r in records
                if r.get("status", "done") == "done" and r.get("val_loss") is not None]
@@ -245,9 +260,9 @@ def rows_from(records: Iterable[Mapping[str, Any]], teacher_losses: Mapping[str,
             out.append(Row(n, d, loss, ratio=ratio))
             continue
         name = r.get("teacher")
-        lt = r.get("teacher_loss")
-        if lt is None and teacher_losses is not None:
-            lt = teacher_losses.get(str(name))
+        lt = (teacher_losses or {}).get(str(name))
+        if lt is None:
+            lt = r.get("teacher_loss")
         if lt is None:
             raise CapgapError(f"no loss for teacher {name!r}: give it as --teacher-loss {name}=LOSS")
         out.append(Row(n, d, loss, float(lt), None if name is None else str(name), ratio,

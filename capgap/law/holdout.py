@@ -203,7 +203,8 @@ def _argmin_slices(law: BudgetLaw, test: list[Mapping[str, Any]], losses: Mappin
 
 def _teacher_loss(name: str, cells: Sequence[Mapping[str, Any]],
                   losses: Mapping[str, float]) -> float:
-    """A teacher's loss: from ``losses``, else from its cells' ``teacher_loss``."""
+    """A teacher's loss as :func:`~capgap.law.budget.rows_from` takes it: from ``losses``,
+    else from its cells' ``teacher_loss``."""
     value = losses.get(name, cells[0].get("teacher_loss"))
     if value is None:
         raise CapgapError(f"no loss for teacher {name!r}: give it as --teacher-loss {name}=LOSS")

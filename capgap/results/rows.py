@@ -52,6 +52,8 @@ class CellRow(Mapping[str, Any]):
     distill_s: float | None = _col("REAL", "seconds of this cell's training + evaluation (a "
                                             "lockstep group's, shared by budget)")
     teacher_path: str | None = _col("TEXT", "teacher model folder or hub name")
+    teacher_loss: float | None = _col("REAL", "the teacher's held-out loss on the text and "
+                                      "settings its students are scored with")
     student_path: str | None = _col("TEXT", "student init folder (students/...)")
     cell_dir: str | None = _col("TEXT", "the cell's distill run folder")
     model_dir: str | None = _col("TEXT", "the trained student's model folder")

@@ -25,7 +25,8 @@ LAW_NAME = "law.json"  # the sweep's headline law, beside its database
 STATUSES = ("pending", "running", "done", "failed")
 
 # columns newer than the first schema: added to older databases (their rows read None)
-ADDED = {"pruned_from", "teacher_flops", "student_flops", "prune_flops", "total_flops"}
+ADDED = {"pruned_from", "teacher_flops", "student_flops", "prune_flops", "total_flops",
+         "teacher_loss"}
 NAMES = [c for c, _, _ in COLUMNS]
 ORDER_BY = ("student_target", "teacher_params", "objective", "allocation", "init", "tokens", "seed")
 ORDER = " ORDER BY " + ", ".join(ORDER_BY)
@@ -99,8 +100,10 @@ class Store:
         fields = {k: v for k, v in fields.items() if k in NAMES and k != "key"}
         if not fields:
             return
-        sets = ", ".join(f"{k}=?" for k in fields) + ", updated=?"
-        con.execute(f"UPDATE cells SET {sets} WHERE key=?", (*fields.values(), _now(), key))
+        if "status" in fields:  # ``updated`` is the last status change, not the last refresh
+            fields = {**fields, "updated": _now()}
+        sets = ", ".join(f"{k}=?" for k in fields)
+        con.execute(f"UPDATE cells SET {sets} WHERE key=?", (*fields.values(), key))
 
 
 def database(source: str | Path) -> Path:

@@ -36,6 +36,7 @@ from typing import Any
 from capgap import config as cfgmod
 from capgap.errors import CapgapError
 from capgap.io import write_json, write_text
+from capgap.law.budget import measured_losses
 from capgap.law.holdout import holdout, setting_cells
 from capgap.report import build_report
 from capgap.report.html import FLOPS_IMAGE, flops_figure
@@ -253,19 +254,25 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
     if not (out / "teachers").exists() and (out / REGIME).is_file():
         teachers = out  # a published study keeps the regime, not the teachers
     try:
-        losses, _ = teacher_losses(teachers)
-    except CapgapError as e:
-        return {"status": "waiting", "reason": str(e)}
-    if teachers != out:
+        regime, _ = teacher_losses(teachers)
+    except CapgapError:
+        regime = {}
+    if teachers != out and regime:
         write_text(out / REGIME, (teachers / REGIME).read_text(encoding="utf-8"))
     own = [dict(r) for name in names for r in part_rows.get(name, [])
            if r.init == "pruned" and r.cut_from == r.teacher]  # no controls, no scratch
     try:
         cells = setting_cells(own, first.objectives[0], first.students.allocations[0])
-        record, law = holdout(cells, losses, cfg.holdout.hold_out, bootstrap=cfg.holdout.bootstrap)
+        measured = measured_losses(cells)  # on the students' eval text: preferred
+        record, law = holdout(cells, regime | measured, cfg.holdout.hold_out,
+                              bootstrap=cfg.holdout.bootstrap)
     except CapgapError as e:
         return {"status": "waiting", "reason": str(e)}
     record["parts"] = names
+    record["teacher_losses"] = {t: {"loss": (regime | measured)[t],
+                                    "from": "students' eval text" if t in measured
+                                    else "pretraining eval (regime.json)"}
+                                for t in sorted(regime.keys() | measured.keys())}
     write_json(out / HOLDOUT, record)
     write_json(out / BUDGET_LAW, law.to_dict())
     return {"status": "ok", "file": HOLDOUT} | {

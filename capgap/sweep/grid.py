@@ -35,6 +35,9 @@ class Teacher:
     source: str
     """What the teacher is, independent of where the sweep folder lives (for cell keys):
     ``family:<family>/<size>`` for a pretrained one, else the path or hub name given."""
+    loss: float | None = None
+    """Held-out loss on the text its students are scored on (:func:`~capgap.sweep.students.
+    score_teachers`); not part of any cell key."""
 
 
 @dataclass(frozen=True)

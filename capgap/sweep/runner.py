@@ -33,7 +33,13 @@ from capgap.sweep.config import SweepConfig
 from capgap.sweep.flops import CellFlops
 from capgap.sweep.grid import CellSpec, build_grid, cell_key
 from capgap.sweep.lock import driver_lock
-from capgap.sweep.students import prepare_students, resolve_teachers, student_dir, student_meta
+from capgap.sweep.students import (
+    prepare_students,
+    resolve_teachers,
+    score_teachers,
+    student_dir,
+    student_meta,
+)
 
 ADAPTIVE_NAME = "adaptive.json"  # an adaptive sweep's choices and the teachers it left out
 
@@ -75,7 +81,8 @@ def run_sweep(cfg: SweepConfig, out: str | Path, *, workers: int | None = None,
 def _run_locked(cfg: SweepConfig, out: Path, workers: int, backend: str, progress: bool,
                 start: float) -> SweepSummary:
     cfgmod.dump(cfg, out / "sweep.yaml")
-    teachers = resolve_teachers(cfg, out, workers if backend == "local" else 1)
+    teachers = score_teachers(cfg, out, resolve_teachers(cfg, out,
+                                                         workers if backend == "local" else 1))
     grid = {cell_key(cfg, c): c for c in build_grid(cfg, teachers)}
     store = Store(out / DB_NAME)
     try:
@@ -210,6 +217,7 @@ def describe(cell: CellSpec, out: Path, key: str) -> dict[str, Any]:
     """The row fields known before the cell runs."""
     t = cell.teacher
     return {"teacher": t.name, "teacher_params": t.params, "teacher_params_ne": t.params_ne,
+            "teacher_loss": t.loss,
             "student_target": cell.student_target, "objective": cell.objective,
             "alpha": cell.alpha, "allocation": cell.allocation, "init": cell.init,
             "tokens": cell.tokens, "seed": cell.seed, "teacher_path": t.path,

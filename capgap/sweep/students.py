@@ -1,6 +1,7 @@
 """The sweep's shared work, done once by the driver before any cell runs.
 
-* teachers: pretrain a family into ``DIR/teachers`` (resumed) and/or size the given models;
+* teachers: pretrain a family into ``DIR/teachers`` (resumed) and/or size the given models,
+  then score each on the held-out text its students are scored on (``DIR/teacher_losses.json``);
 * scores: one calibration pass per teacher into ``DIR/scores/<teacher>`` (reused for every
   student size, as the paper's method allows);
 * students: one pruned model per (teacher, size, allocation) in ``DIR/students/<teacher>/``,
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from capgap import data
-from capgap.evaluate.heldout import model_context
+from capgap.data.corpus import load_corpus, validation_text
+from capgap.data.stream import is_token_store_spec, store_path, validation_text_of
+from capgap.evaluate.heldout import evaluate_text, model_context
 from capgap.io import write_json
 from capgap.models.anymodel import load_any_model, save_any_model
 from capgap.models.init import reinitialise
@@ -29,6 +33,7 @@ from capgap.sweep.grid import CellSpec, Teacher, safe_name
 from capgap.train.pretrain import pretrain
 
 STUDENT_META = "student.json"
+TEACHER_LOSSES = "teacher_losses.json"
 
 
 def resolve_teachers(cfg: SweepConfig, out: Path, workers: int = 1) -> list[Teacher]:
@@ -44,6 +49,37 @@ def resolve_teachers(cfg: SweepConfig, out: Path, workers: int = 1) -> list[Teac
     for path in cfg.teachers.models:
         teachers.append(_sized_teacher(path))
     return sorted(teachers, key=lambda t: t.params)
+
+
+def score_teachers(cfg: SweepConfig, out: Path, teachers: list[Teacher]) -> list[Teacher]:
+    """Each teacher with its held-out loss on the cells' own eval text and settings (corpus,
+    ``eval.max_bytes``, window, batch): the L_T a student's loss is read against. A teacher's
+    pretraining figure is measured on other text (the whole validation split), which differs
+    by a few hundredths of a nat. Cached in ``DIR/teacher_losses.json`` per setting."""
+    settings = {"corpus": cfg.data.corpus, "max_bytes": cfg.eval.max_bytes,
+                "seq_len": cfg.data.seq_len, "batch_size": cfg.eval.batch_size}
+    path = out / TEACHER_LOSSES
+    cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if cache.get("settings") != settings:
+        cache = {"settings": settings, "losses": {}}
+    scored = []
+    for t in teachers:
+        if t.path not in cache["losses"]:
+            cache["losses"][t.path] = round(_heldout_loss(t.path, settings), 6)
+            write_json(path, cache)
+        scored.append(replace(t, loss=cache["losses"][t.path]))
+    return scored
+
+
+def _heldout_loss(model_path: str, settings: dict[str, Any]) -> float:
+    """What :func:`capgap.distill.engine.distill` scores a student with, for a teacher."""
+    model, tokenizer = load_any_model(model_path)
+    limit = settings["max_bytes"] or None
+    spec = settings["corpus"]
+    text = (validation_text_of(store_path(spec), limit) if is_token_store_spec(spec)
+            else validation_text(load_corpus(spec), limit))
+    return evaluate_text(model, tokenizer, text, settings["seq_len"] or model_context(model),
+                         settings["batch_size"]).loss
 
 
 def _sized_teacher(path: str) -> Teacher:

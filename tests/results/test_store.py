@@ -4,6 +4,7 @@ existed still reads (their values missing, never zero) and takes them on when a 
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from capgap.results.rows import COLUMNS
 from capgap.results.store import ADDED, DB_NAME, Store, read_rows
@@ -40,3 +41,19 @@ def test_a_sweep_opening_an_old_database_adds_the_columns(tmp_path):
     rows = {r.key: r for r in read_rows(tmp_path)}
     assert rows["k"].total_flops is None and rows["k"].val_loss == 3.25
     assert (rows["k2"].teacher_flops, rows["k2"].total_flops) == (0.0, 8e12)
+
+
+def test_refreshing_a_rows_description_keeps_its_status_time(tmp_path):
+    """``updated`` is the last status change: wall-time accounting reads it, so a resumed
+    sweep that fills a newer column into finished rows must not move it."""
+    store = Store(tmp_path / DB_NAME)
+    store.plan("k", {"teacher": "T1", "alpha": 0.5})
+    store.mark_done("k", {"val_loss": 3.0})
+    stamp = store.get("k")["updated"]
+    time.sleep(1.1)
+    store.plan("k", {"teacher": "T1", "alpha": 0.5, "teacher_loss": 2.5})
+    row = store.get("k")
+    assert row["teacher_loss"] == 2.5 and row["updated"] == stamp and row["status"] == "done"
+    store.mark_failed("k", "boom")
+    assert store.get("k")["updated"] != stamp
+    store.close()

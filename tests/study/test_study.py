@@ -4,6 +4,7 @@ records every part's laws (total and non-embedding), and bad parts are refused u
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -185,7 +186,7 @@ def test_holdout_check_fits_the_kept_cells_and_predicts_the_rest(sweep_root, tmp
     rows = [CellRow(**r, objective="soft_ce" if r["alpha"] < 1 else "ce", allocation="global")
             for r in records(3)]
     waiting = holdout_check(cfg, {"paper": rows}, out)
-    assert waiting["status"] == "waiting" and "regime.json" in waiting["reason"]
+    assert waiting["status"] == "waiting" and "no loss for teacher" in waiting["reason"]
     family = out / "teachers" / family_key(cfg.sweep("paper"))
     family.mkdir(parents=True)
     (family / "regime.json").write_text(json.dumps({"teachers": [
@@ -209,6 +210,15 @@ def test_holdout_check_fits_the_kept_cells_and_predicts_the_rest(sweep_root, tmp
     published.mkdir()
     (published / "regime.json").write_text((out / "regime.json").read_text())
     assert holdout_check(cfg, {"paper": rows}, published)["mae_nats"] == got["mae_nats"]
+    assert {v["from"] for v in saved["teacher_losses"].values()} == {"pretraining eval (regime.json)"}
+    # losses the sweep measured on the students' eval text win over the pretraining figures
+    (published / "regime.json").write_text(json.dumps({"teachers": [
+        {"name": t, "val_loss": float(v) + 1.0, "params": SIZES[t]} for t, v in TEACHERS.items()]}))
+    measured = [replace(r, teacher_loss=float(TEACHERS[r.teacher])) for r in rows]
+    again = holdout_check(cfg, {"paper": measured}, published)
+    assert again["mae_nats"] == pytest.approx(got["mae_nats"], abs=1e-9)
+    kept = json.loads((published / "holdout.json").read_text())["teacher_losses"]
+    assert kept["T3"] == {"loss": float(TEACHERS["T3"]), "from": "students' eval text"}
     with pytest.raises(CapgapError, match="holdout.parts: no part 'nope'"):
         config.from_dict(StudyConfig, raw | {"holdout": {"hold_out": {"tokens": [4e6]},
                                                          "parts": ["nope"]}})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from capgap.evaluate.api import evaluate_model
 from capgap.sweep import read_rows, run_sweep
 
 
@@ -33,6 +34,15 @@ def test_cells_land_done_with_baselines(finished_sweep, sweep_cfg):
         assert (Path(r["cell_dir"]) / "DONE.json").is_file()
     assert (out / "scores" / "A" / "scores.json").is_file()
     assert (out / "law.json").is_file() and summary.law["status"] != "ok"  # one size: no law
+    # each teacher scored once on the very text and settings its students were scored on
+    e = sweep_cfg.eval
+    for r in rows:
+        alone = evaluate_model(r["teacher_path"], sweep_cfg.data.corpus, e.max_bytes,
+                               sweep_cfg.data.seq_len, e.batch_size)
+        assert r["teacher_loss"] == pytest.approx(alone["loss"], abs=1e-6)
+    assert {r["teacher_loss"] for r in rows if r["teacher"] == "A"} != \
+        {r["teacher_loss"] for r in rows if r["teacher"] == "B"}
+    assert (out / "teacher_losses.json").is_file()
 
 
 def test_rerun_skips_every_finished_cell(finished_sweep, sweep_cfg):
