@@ -383,7 +383,7 @@ def _holdout(args: argparse.Namespace) -> int:
 
 def summarise_holdout(rec: dict[str, Any]) -> str:
     """The held-out figures in a few lines, one per held-out slice."""
-    from capgap.law.holdout import slice_line
+    from capgap.law.holdout import MIN_SEEDS, slice_line
 
     noise = rec["seed_noise_nats"]
     lines = [f"fitted on {rec['fit_cells']} cells, predicted {rec['held_out_cells']} held out "
@@ -392,7 +392,7 @@ def summarise_holdout(rec: dict[str, Any]) -> str:
              f"{_num(rec['mae_distilled_nats'], '.4f')}, baselines "
              f"{_num(rec['mae_baseline_nats'], '.4f')}), seed noise "
              + (f"{noise:.4f} nats ({rec['seed_noise_cells']} cells)" if noise is not None
-                else "unmeasured (no cell has 3 seeds)"),
+                else f"unmeasured (no cell has {MIN_SEEDS} seeds)"),
              f"best teacher predicted for {_num(rec['argmin_agreement'], '.0%')} of held-out "
              f"slices ({_num(rec['argmin_within_noise'], '.0%')} within noise)"]
     return "\n".join(lines + ["  " + slice_line(s) for s in rec["slices"]])

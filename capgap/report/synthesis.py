@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from capgap.law.holdout import slice_line
+from capgap.law.holdout import MIN_SEEDS, slice_line
 from capgap.law.plot import pyplot
 from capgap.report.html import ratio_axis, save_figure
 from capgap.results.defaults import PAPER_RATIO, SIGNAL
@@ -262,7 +262,7 @@ def holdout_lines(summary: dict[str, Any]) -> list[str]:
     noise = summary.get("seed_noise_nats")
     lines = [f"fitted on {summary['fit_cells']} cells, {summary['held_out_cells']} held out: "
              f"mae {summary['mae_nats']:.4f} nats, seed noise "
-             + (f"{noise:.4f}" if noise is not None else "not measured (no cell has 3 seeds)")
+             + (f"{noise:.4f}" if noise is not None else f"not measured (no cell has {MIN_SEEDS} seeds)")
              + f"; best teacher right in {summary['argmin_agreement']:.0%} of held-out slices "
              f"({summary['argmin_within_noise']:.0%} within {SIGNAL:g} x noise)"]
     return lines + [slice_line(s) for s in summary.get("slices", [])]
