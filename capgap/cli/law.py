@@ -124,8 +124,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", metavar="D", help="distillation tokens (needs a budget law)")
     p.add_argument("--teachers", metavar="A,B,C",
                    help="available teacher sizes; prints the closest in log-size and a ranking "
-                   "(with a budget law: NAME=LOSS[@PARAMS] pairs or a pretrained family's "
-                   "folder, default the law's own teachers)")
+                   "(with a budget law: NAME=LOSS[@PARAMS] pairs, a sweep folder (its "
+                   "teachers as scored on its students' text) or a pretrained family's folder "
+                   "(regime.json); default the law's own teachers)")
     p.add_argument("--init", choices=["pruned", "scratch"], default="pruned",
                    help="with a budget law that has the pruning-damage term: the student is "
                    "pruned from each teacher (default) or trained from scratch")
@@ -451,12 +452,13 @@ def _predict_budget(args: argparse.Namespace, data: dict[str, Any]) -> int:
 
 
 def budget_teachers(text: str) -> tuple[dict[str, float], dict[str, float]]:
-    """``--teachers`` of a budget law: a pretrained family's folder (its regime.json) or
-    ``NAME=LOSS[@PARAMS]`` pairs; (losses, sizes)."""
-    from capgap.results.regime import teacher_losses
+    """``--teachers`` of a budget law: a sweep folder (its teachers as scored on the students'
+    text), a pretrained family's folder (its regime.json) or ``NAME=LOSS[@PARAMS]`` pairs;
+    (losses, sizes)."""
+    from capgap.results.regime import measured_teachers, teacher_losses
 
     if Path(text).exists():
-        return teacher_losses(text)
+        return measured_teachers(text) or teacher_losses(text)
     losses, params = {}, {}
     for item in text.split(","):
         pair, _, size = item.partition("@")

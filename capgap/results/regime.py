@@ -19,6 +19,7 @@ from capgap.errors import CapgapError
 from capgap.results.defaults import LOW_EMBEDDING, TRAINED_TOKENS_PER_PARAM
 
 REGIME = "regime.json"  # what a pretrained family writes beside its sizes
+TEACHER_LOSSES = "teacher_losses.json"  # a sweep's teachers scored on its students' eval text
 
 
 def find_regime(path: str | Path) -> Path | None:
@@ -53,6 +54,23 @@ def read_regime(path: str | Path) -> list[dict[str, Any]]:
              "tokens_per_param": r["train_tokens"] / r["params"],
              "embedding_fraction": 1 - r["params_non_embedding"] / r["params"]}
             for r in json.loads(done.read_text(encoding="utf-8")).get("results", [])]
+
+
+def measured_teachers(sweep_dir: str | Path) -> tuple[dict[str, float], dict[str, float]] | None:
+    """A sweep's teachers scored on its students' eval text (``DIR/teacher_losses.json``):
+    (losses, sizes) by name, or None where the sweep wrote none (or an older one without
+    names)."""
+    path = Path(sweep_dir) / TEACHER_LOSSES
+    if not path.is_file():
+        return None
+    try:
+        teachers = json.loads(path.read_text(encoding="utf-8")).get("teachers")
+        if not teachers:
+            return None
+        return ({n: float(t["loss"]) for n, t in teachers.items()},
+                {n: float(t["params"]) for n, t in teachers.items()})
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CapgapError(f"{path}: not a teacher-loss file ({e})") from None
 
 
 def teacher_losses(path: str | Path) -> tuple[dict[str, float], dict[str, float]]:

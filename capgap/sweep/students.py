@@ -28,12 +28,12 @@ from capgap.models.anymodel import load_any_model, save_any_model
 from capgap.models.init import reinitialise
 from capgap.models.params import count_params
 from capgap.prune import Scores, prune, score
+from capgap.results.regime import TEACHER_LOSSES
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, Teacher, safe_name
 from capgap.train.pretrain import pretrain
 
 STUDENT_META = "student.json"
-TEACHER_LOSSES = "teacher_losses.json"
 
 
 def resolve_teachers(cfg: SweepConfig, out: Path, workers: int = 1) -> list[Teacher]:
@@ -68,6 +68,9 @@ def score_teachers(cfg: SweepConfig, out: Path, teachers: list[Teacher]) -> list
             cache["losses"][t.path] = round(_heldout_loss(t.path, settings), 6)
             write_json(path, cache)
         scored.append(replace(t, loss=cache["losses"][t.path]))
+    names = {t.name: {"params": t.params, "loss": t.loss} for t in scored}
+    if cache.get("teachers") != names:  # by name, for capgap law predict --teachers DIR
+        write_json(path, cache | {"teachers": names})
     return scored
 
 

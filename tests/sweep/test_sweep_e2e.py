@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from capgap.evaluate.api import evaluate_model
+from capgap.results.regime import measured_teachers
 from capgap.sweep import read_rows, run_sweep
 
 
@@ -42,7 +43,9 @@ def test_cells_land_done_with_baselines(finished_sweep, sweep_cfg):
         assert r["teacher_loss"] == pytest.approx(alone["loss"], abs=1e-6)
     assert {r["teacher_loss"] for r in rows if r["teacher"] == "A"} != \
         {r["teacher_loss"] for r in rows if r["teacher"] == "B"}
-    assert (out / "teacher_losses.json").is_file()
+    losses, sizes = measured_teachers(out)  # what law predict --teachers OUT reads
+    assert losses == {r["teacher"]: r["teacher_loss"] for r in rows}
+    assert sizes == {r["teacher"]: r["teacher_params"] for r in rows}
 
 
 def test_rerun_skips_every_finished_cell(finished_sweep, sweep_cfg):
