@@ -165,19 +165,27 @@ def run_study(cfg: StudyConfig, out: str | Path, *, only: list[str] | None = Non
     out.mkdir(parents=True, exist_ok=True)
     cfgmod.dump(cfg, out / "study.yaml")
     record = _load_record(out)
-    for name in names:
+    unpublished = False
+    for i, name in enumerate(names):
         sweep = cfg.sweep(name)
         part_dir = out / name
         _share_teachers(sweep, out, part_dir)
         t0 = time.perf_counter()
         summary = run_sweep(sweep, part_dir, workers=workers, progress=progress)
-        _finish_part(sweep, part_dir)
+        new = summary.ran > 0 or summary.failed > 0 or not (part_dir / FINDINGS).is_file()
+        if new:
+            _finish_part(sweep, part_dir)
         entry = record["parts"].get(name, {})
         entry.update(summary.to_dict() | {"out": str(part_dir)})
         entry["wall_s_total"] = round(entry.get("wall_s_total", 0.0)
                                       + (time.perf_counter() - t0), 1)
         record["parts"][name] = entry
-        record = _publish(cfg, record, out)  # every view is current after every part
+        unpublished = unpublished or not new
+        if new or (unpublished and i == len(names) - 1):
+            # every view is current after every part that added cells; a resume that finds
+            # parts done publishes once (``--report`` refits everything on demand)
+            record = _publish(cfg, record, out)
+            unpublished = False
     return record
 
 

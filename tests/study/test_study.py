@@ -82,8 +82,13 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     own = json.loads((out / "paper" / "law.json").read_text())
     again_fit = json.loads((out / pooled["total"]["file"]).read_text())
     assert again_fit.get("sizes") == own.get("sizes")  # one part pooled = that part's own fit
+    stamps = {p: (out / p / "findings.json").stat().st_mtime_ns for p in ("paper", "control")}
+    (out / "study.json").unlink()
     again = run_study(cfg, out, progress=False)
     assert all(p["ran"] == 0 for p in again["parts"].values())
+    # a resume that finds every part done refits no part and publishes the study once
+    assert {p: (out / p / "findings.json").stat().st_mtime_ns for p in stamps} == stamps
+    assert (out / "study.json").is_file()
     before = {p: read_rows(out / p) for p in ("paper", "control")}
     for name in ("index.html", "summary.md", "study.json"):
         (out / name).unlink()
