@@ -12,7 +12,7 @@ import dataclasses
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -198,8 +198,8 @@ def pretrain(
         raise CapgapError(f"family {family.name} has no size {unknown[0]!r}; "
                           f"sizes: {', '.join(s.name for s in family.sizes)}")
     run = RunDir.open(out, resume=resume, overwrite=overwrite)
-    if run.complete:
-        return [SizeResult(**r) for r in run.summary()["results"]]
+    if run.complete:  # each model where it lies now (a family folder may have been moved)
+        return [_here(SizeResult(**r), out) for r in run.summary()["results"]]
     run.write_config(cfg)
     t0 = time.perf_counter()
     data = prepare_data(cfg.data)  # tokenizer + token streams cached before any worker starts
@@ -219,6 +219,12 @@ def pretrain(
     return results
 
 
+
+
+def _here(result: SizeResult, out: Path) -> SizeResult:
+    """``result`` with its model folder inside ``out``, where this family now lies."""
+    model = out / result.name / "model"
+    return replace(result, model_dir=str(model)) if model.is_dir() else result
 
 
 def regime(results: list[SizeResult]) -> dict[str, Any]:

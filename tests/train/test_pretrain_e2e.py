@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -144,3 +145,8 @@ def test_tokens_per_param_trains_each_size_on_its_own_budget_and_writes_the_regi
     bad = PretrainConfig(tokens_per_param=-1)
     with pytest.raises(Exception, match="tokens_per_param must be >= 0"):
         config.checked(bad)
+    moved = tmp_path / "elsewhere"  # a finished family copied away: its models are read there
+    shutil.copytree(out, moved)
+    again = pretrain(cfg, moved, resume=True)
+    assert [Path(r.model_dir) for r in again] == [moved / r.name / "model" for r in results]
+    assert [r.val_loss for r in again] == [r.val_loss for r in results]
