@@ -149,3 +149,22 @@ def test_size_overrides_and_bad_requests() -> None:
     with pytest.raises(CapgapError, match="eos_token_id=4096 out of range"):
         family.build_config("L0", eos_token_id=4096)
     assert family.build_config("L0", vocab_size=300).vocab_size == 300
+
+
+@pytest.mark.parametrize("name", ["pythia-ladder", "gpt2-ladder"])
+def test_ladder_families_are_shaped_for_the_trained_regime(name: str) -> None:
+    """The regime issue 18 asks for, checked from the shapes alone: at least 7 teachers
+    spanning at least 8x in steps of at most 1.5x, embeddings at most 35 % of each."""
+    from capgap.results.regime import describe_regime
+
+    family = load_family(name)
+    assert family.vocab_size == 512
+    counts = [count_params(build_model(family.build_config(s))) for s in family.size_names]
+    params = [c.total for c in counts]
+    steps = [b / a for a, b in zip(params, params[1:], strict=False)]
+    assert len(params) >= 7 and params[-1] / params[0] >= 8 and max(steps) <= 1.5
+    teachers = [{"name": s, "params": c.total, "tokens_per_param": 20.0,
+                 "embedding_fraction": 1 - c.non_embedding / c.total}
+                for s, c in zip(family.size_names, counts, strict=True)]
+    assert max(t["embedding_fraction"] for t in teachers) <= 0.35
+    assert describe_regime(teachers)["name"] == "trained, low-embedding"
