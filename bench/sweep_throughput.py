@@ -22,7 +22,7 @@ and its workers (cells per CPU-hour), which other load on the machine disturbs l
 Also timed (``kernels``): one student step and one teacher forward in fp32, under bf16
 autocast and under ``torch.compile``, interleaved, to show which options pay at this scale.
 
-    python bench/sweep_throughput.py [--tokens 150000] [--workers 2] [--out bench/results/sweep_throughput.json]
+    python bench/sweep_throughput.py [--tokens 150000[,300000]] [--workers 2] [--out bench/results/sweep_throughput.json]
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ from capgap.sweep.students import prepare_students, resolve_teachers  # noqa: E4
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tokens", type=int, default=150_000, help="every cell's budget")
+    p.add_argument("--tokens", type=_budgets, default=[150_000],
+                   help="the cells' budgets, comma-separated (default 150000); with two, the "
+                   "lockstep arms share one teacher forward across budgets")
     p.add_argument("--workers", type=int, default=2, help="worker processes (cores / workers threads each)")
     p.add_argument("--family", default="pythia-micro")
     p.add_argument("--teachers", default="T1,T2,T3,T4", help="sizes of --family used as teachers")
@@ -65,6 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("bench/out/sweep_throughput"))
     p.add_argument("--out", type=Path, default=Path("bench/results/sweep_throughput.json"))
     return p.parse_args(argv)
+
+
+def _budgets(text: str) -> list[int]:
+    return [int(float(t)) for t in text.split(",") if t.strip()]
 
 
 def make_teachers(args: argparse.Namespace) -> list[str]:
@@ -96,7 +102,7 @@ def sweep_config(args: argparse.Namespace, teachers: list[str]) -> SweepConfig:
     raw = {
         "teachers": {"models": teachers},
         "students": {"sizes": students(args)},
-        "tokens": [args.tokens], "seeds": [0], "baseline": True,
+        "tokens": args.tokens, "seeds": [0], "baseline": True,
         "train": {"micro_batch_size": 32, "eval_tokens": 8192, "precision": "fp32",
                   "optim": {"lr": 1e-3}},
         "eval": {"max_bytes": 100_000}, "scoring": {"tokens": 16_384, "batch_size": 16},
