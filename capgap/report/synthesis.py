@@ -265,4 +265,6 @@ def holdout_lines(summary: dict[str, Any]) -> list[str]:
              + (f"{noise:.4f}" if noise is not None else f"not measured (no cell has {MIN_SEEDS} seeds)")
              + f"; best teacher right in {summary['argmin_agreement']:.0%} of held-out slices "
              f"({summary['argmin_within_noise']:.0%} within {SIGNAL:g} x noise)"]
+    if summary.get("teacher_losses_from"):
+        lines.append("teachers' losses: " + " and ".join(summary["teacher_losses_from"]))
     return lines + [slice_line(s) for s in summary.get("slices", [])]

@@ -286,6 +286,7 @@ def holdout_check(cfg: StudyConfig, part_rows: dict[str, list[CellRow]],
     return {"status": "ok", "file": HOLDOUT} | {
         k: record[k] for k in ("fit_cells", "held_out_cells", "mae_nats", "seed_noise_nats",
                                "argmin_agreement", "argmin_within_noise")} | {
+        "teacher_losses_from": sorted({v["from"] for v in record["teacher_losses"].values()}),
         "slices": [{k: s[k] for k in ("student_target", "tokens", "measured_best",
                                       "predicted_best", "best_share", "agree", "within_noise")}
                    for s in record["slices"]]}

@@ -222,6 +222,7 @@ def test_holdout_check_fits_the_kept_cells_and_predicts_the_rest(sweep_root, tmp
     measured = [replace(r, teacher_loss=float(TEACHERS[r.teacher])) for r in rows]
     again = holdout_check(cfg, {"paper": measured}, published)
     assert again["mae_nats"] == pytest.approx(got["mae_nats"], abs=1e-9)
+    assert "teachers' losses: students' eval text" in summary_markdown({"parts": {}, "holdout": again})
     kept = json.loads((published / "holdout.json").read_text())["teacher_losses"]
     assert kept["T3"] == {"loss": float(TEACHERS["T3"]), "from": "students' eval text"}
     with pytest.raises(CapgapError, match="holdout.parts: no part 'nope'"):
