@@ -93,17 +93,26 @@ class RunDir:
         return cls(path, resumed=False, complete=False)
 
     # -- config -----------------------------------------------------------------------
-    def write_config(self, config: Any, force: bool = False) -> list[str]:
+    def write_config(self, config: Any, force: bool = False,
+                     relocatable: tuple[str, ...] = ()) -> list[str]:
         """Write the resolved config; on resume, refuse one that differs unless ``force``.
 
         Returns the differing keys (dotted paths). With ``force`` the new config replaces the
         stored one and the change is logged, so the folder still says what the run used.
+        ``relocatable`` keys (paths whose identity the caller vouches for, e.g. a sweep cell's
+        teacher and student, fixed by its key) may differ: logged, stored, never refused.
         """
         target = self.path / CONFIG
         new = cfgmod.to_dict(config)
         if self.resumed and target.exists():
             old = yaml.safe_load(target.read_text(encoding="utf-8")) or {}
             diffs = [d for d in _differences(old, new) if not _new_default(d, old, new, config)]
+            moved = [d for d in diffs if d in relocatable]
+            diffs = [d for d in diffs if d not in relocatable]
+            if moved and not diffs:
+                self.log({"event": "config_relocated", "keys": moved})
+                cfgmod.dump(config, target)
+                return []
             if not diffs:
                 return []
             if not force:

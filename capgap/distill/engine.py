@@ -224,12 +224,12 @@ def size_warning(student: nn.Module, teacher: nn.Module | None) -> str | None:
 
 
 def _open_run(cfg: DistillConfig, out: str | Path, resume: bool, overwrite: bool, force: bool,
-              par: Parallel) -> RunDir:
+              par: Parallel, relocatable: tuple[str, ...] = ()) -> RunDir:
     """Rank 0 opens the folder and checks the config; every rank gets a handle or the error."""
     def open_main() -> tuple[bool, bool]:
         run = RunDir.open(out, resume=resume, overwrite=overwrite)
         if not run.complete:
-            run.write_config(cfg, force=force)
+            run.write_config(cfg, force=force, relocatable=relocatable)
         return run.resumed, run.complete
 
     resumed, complete = par.on_main(open_main)
@@ -303,10 +303,12 @@ DataFn = Callable[[DistillConfig, Any, Parallel], tuple[Any, Callable[[], str]]]
 def open_session(cfg: DistillConfig, out: str | Path, par: Parallel, *, resume: bool = False,
                  overwrite: bool = False, force: bool = False,
                  teacher: tuple[nn.Module | None, Any] | None = None,
-                 data: DataFn | None = None, shared_loader: Any = None) -> Session:
+                 data: DataFn | None = None, shared_loader: Any = None,
+                 relocatable: tuple[str, ...] = ()) -> Session:
     """Load, check and open everything one distillation needs; bad input fails before ``out``
     is touched. ``teacher`` (model, tokenizer), ``data`` and ``shared_loader`` let students
-    trained together share one teacher, one token store and one teacher forward per batch."""
+    trained together share one teacher, one token store and one teacher forward per batch;
+    ``relocatable``: config keys a resume accepts changed (:meth:`RunDir.write_config`)."""
     student, tokenizer = load_student(cfg, par.device)
     model, t_tok = load_teacher(cfg, par.device) if teacher is None else teacher
     model = model if cfg.objective.alpha < 1 else None
@@ -315,7 +317,7 @@ def open_session(cfg: DistillConfig, out: str | Path, par: Parallel, *, resume: 
     n_t = None if model is None else count_params(model).total
     seq_len = cfg.data.seq_len or model_context(student)
     total_steps_for(cfg.train, cfg.train.micro_batch_size * cfg.train.grad_accum * seq_len)
-    run = _open_run(cfg, out, resume, overwrite, force, par)
+    run = _open_run(cfg, out, resume, overwrite, force, par, relocatable)
     _warn(run, par, size_warning(student, model))
     store, heldout = (data or _data)(cfg, tokenizer, par)
     loader = _train_loader(cfg, store, seq_len, model, par)
@@ -331,17 +333,20 @@ def open_session(cfg: DistillConfig, out: str | Path, par: Parallel, *, resume: 
 
 
 def distill(cfg: DistillConfig, out: str | Path, resume: bool = False, overwrite: bool = False,
-            device: str | None = None, force: bool = False) -> DistillResult:
+            device: str | None = None, force: bool = False,
+            relocatable: tuple[str, ...] = ()) -> DistillResult:
     """Run (or resume) one distillation into ``out``; a finished run is returned as is.
 
     ``force``: resume even though the config differs from the one the run started with
-    (the differing keys are logged and the new config is stored).
+    (the differing keys are logged and the new config is stored); ``relocatable``: only
+    these keys may differ (a sweep's cell, whose teacher and student its key fixes).
     """
     if resume and is_complete(out):
         return DistillResult(**RunDir(Path(out), True, True).summary()["result"])
     cfg = cfgmod.checked(cfg)
     par = setup(cfg.train.parallel, device)
-    session = open_session(cfg, out, par, resume=resume, overwrite=overwrite, force=force)
+    session = open_session(cfg, out, par, resume=resume, overwrite=overwrite, force=force,
+                           relocatable=relocatable)
     result = session.finish(session.trainer(par).run(), par)
     par.close()
     return result

@@ -118,12 +118,14 @@ def distill_lockstep(
     restart_unusable: bool = False,
     device: str | None = None,
     progress: bool = True,
+    relocatable: tuple[str, ...] = (),
 ) -> list[DistillResult | CapgapError]:
     """Distil every ``(config, out)`` of ``jobs`` together; see the module docstring.
 
     Returns one entry per job, in order: its result, or the error that stopped that student
     alone (the others go on). ``restart_unusable``: a folder that cannot be resumed (half
-    written, another config) is started afresh instead of failing. One process only.
+    written, another config) is started afresh instead of failing; ``relocatable``: config
+    keys a resume accepts changed (a sweep cell's teacher and student paths). One process only.
     """
     cfgs = [cfgmod.checked(c) for c, _ in jobs]
     _check_group(cfgs)
@@ -138,12 +140,12 @@ def distill_lockstep(
         else:
             todo.append((i, cfg, Path(path)))
     if todo:
-        _run(todo, out, par, resume, restart_unusable, progress)
+        _run(todo, out, par, resume, restart_unusable, progress, relocatable)
     return out
 
 
 def _run(todo: list[tuple[int, DistillConfig, Path]], out: list, par: Parallel, resume: bool,
-         restart_unusable: bool, progress: bool) -> None:
+         restart_unusable: bool, progress: bool, relocatable: tuple[str, ...] = ()) -> None:
     """Open every student's session, train them in step, finish each as soon as it is done."""
     first = next((c for _, c, _ in todo if c.objective.alpha < 1), todo[0][1])
     teacher = load_teacher(first, par.device)
@@ -159,7 +161,8 @@ def _run(todo: list[tuple[int, DistillConfig, Path]], out: list, par: Parallel, 
     live: list[tuple[int, Session, Any]] = []
     for i, cfg, path in todo:
         try:
-            session = _open(cfg, path, par, resume, restart_unusable, teacher, data, share)
+            session = _open(cfg, path, par, resume, restart_unusable, teacher, data, share,
+                            relocatable)
             live.append((i, session, session.trainer(par, progress=False, own_rng=True)))
         except CapgapError as e:
             out[i] = e
@@ -167,8 +170,10 @@ def _run(todo: list[tuple[int, DistillConfig, Path]], out: list, par: Parallel, 
 
 
 def _open(cfg: DistillConfig, path: Path, par: Parallel, resume: bool, restart_unusable: bool,
-          teacher: tuple, data: Callable, share: Callable) -> Session:
-    kwargs = {"teacher": teacher, "data": data, "shared_loader": share}
+          teacher: tuple, data: Callable, share: Callable,
+          relocatable: tuple[str, ...] = ()) -> Session:
+    kwargs = {"teacher": teacher, "data": data, "shared_loader": share,
+              "relocatable": relocatable}
     try:
         return open_session(cfg, path, par, resume=resume, **kwargs)
     except CapgapError:

@@ -25,6 +25,10 @@ from capgap.errors import CapgapError
 from capgap.sweep.config import SweepConfig
 from capgap.sweep.grid import CellSpec, distill_settings
 
+MOVABLE = ("student", "teacher")
+"""A cell's model paths: its key fixes which teacher and student they are, so a resume after
+the folders moved (a copied family, another spelling of ``--out``) keeps its checkpoints."""
+
 
 def cell_payload(cfg: SweepConfig, cell: CellSpec, key: str, student: Path, cell_dir: Path,
                  threads: int) -> dict[str, Any]:
@@ -83,10 +87,11 @@ def _distill(cells: list[dict[str, Any]]) -> list[Any]:
     jobs = [(cfgmod.from_dict(DistillConfig, p["distill"], where="cell"), Path(p["cell_dir"]))
             for p in cells]
     if len(jobs) > 1:
-        return distill_lockstep(jobs, restart_unusable=True, progress=False)
+        return distill_lockstep(jobs, restart_unusable=True, progress=False,
+                                relocatable=MOVABLE)
     cfg, out = jobs[0]
     try:
-        return [distill(cfg, out, resume=True)]
+        return [distill(cfg, out, resume=True, relocatable=MOVABLE)]
     except CapgapError:
         if not out.exists():
             raise

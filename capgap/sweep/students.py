@@ -19,6 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from capgap import data
 from capgap.data.corpus import load_corpus, validation_text
 from capgap.data.stream import is_token_store_spec, store_path, validation_text_of
@@ -53,21 +55,27 @@ def resolve_teachers(cfg: SweepConfig, out: Path, workers: int = 1) -> list[Teac
 
 def score_teachers(cfg: SweepConfig, out: Path, teachers: list[Teacher]) -> list[Teacher]:
     """Each teacher with its held-out loss on the cells' own eval text and settings (corpus,
-    ``eval.max_bytes``, window, batch): the L_T a student's loss is read against. A teacher's
-    pretraining figure is measured on other text (the whole validation split), which differs
-    by a few hundredths of a nat. Cached in ``DIR/teacher_losses.json`` per setting."""
+    ``eval.max_bytes``, window, batch), in fp32 as the students are scored: the L_T a student's
+    loss is read against. A teacher's pretraining figure is measured on other text (the whole
+    validation split), which differs by a few hundredths of a nat. Cached in
+    ``DIR/teacher_losses.json`` per setting, by what the teacher is (``Teacher.source``), so a
+    moved family is not scored again; a cache that does not read is rebuilt."""
     settings = {"corpus": cfg.data.corpus, "max_bytes": cfg.eval.max_bytes,
                 "seq_len": cfg.data.seq_len, "batch_size": cfg.eval.batch_size}
     path = out / TEACHER_LOSSES
-    cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if cache.get("settings") != settings:
-        cache = {"settings": settings, "losses": {}}
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if cache.get("settings") != settings or not isinstance(cache.get("losses"), dict):
+            cache = {}
+    except (ValueError, AttributeError):
+        cache = {}
+    cache = cache or {"settings": settings, "losses": {}}
     scored = []
     for t in teachers:
-        if t.path not in cache["losses"]:
-            cache["losses"][t.path] = round(_heldout_loss(t.path, settings), 6)
+        if not isinstance(cache["losses"].get(t.source), (int, float)):
+            cache["losses"][t.source] = round(_heldout_loss(t.path, settings), 6)
             write_json(path, cache)
-        scored.append(replace(t, loss=cache["losses"][t.path]))
+        scored.append(replace(t, loss=float(cache["losses"][t.source])))
     names = {t.name: {"params": t.params, "loss": t.loss} for t in scored}
     if cache.get("teachers") != names:  # by name, for capgap law predict --teachers DIR
         write_json(path, cache | {"teachers": names})
@@ -76,7 +84,7 @@ def score_teachers(cfg: SweepConfig, out: Path, teachers: list[Teacher]) -> list
 
 def _heldout_loss(model_path: str, settings: dict[str, Any]) -> float:
     """What :func:`capgap.distill.engine.distill` scores a student with, for a teacher."""
-    model, tokenizer = load_any_model(model_path)
+    model, tokenizer = load_any_model(model_path, dtype=torch.float32)
     limit = settings["max_bytes"] or None
     spec = settings["corpus"]
     text = (validation_text_of(store_path(spec), limit) if is_token_store_spec(spec)

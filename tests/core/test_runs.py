@@ -37,6 +37,23 @@ def test_resume_refuses_changed_config(tmp_path):
         again.write_config({"train": {"tokens": 11}})
 
 
+def test_resume_accepts_moved_paths_it_is_told_are_the_same(tmp_path):
+    """A sweep cell's teacher and student paths may move (a copied family); its key vouches
+    they are the same models, so the resume keeps its checkpoints and logs the move."""
+    run = RunDir.open(tmp_path / "r")
+    run.write_config({"teacher": "a/T1", "train": {"tokens": 10}})
+    again = RunDir.open(tmp_path / "r", resume=True)
+    assert again.write_config({"teacher": "b/T1", "train": {"tokens": 10}},
+                              relocatable=("teacher",)) == []
+    assert "b/T1" in (tmp_path / "r" / "config.yaml").read_text()
+    assert "config_relocated" in (tmp_path / "r" / "metrics.jsonl").read_text()
+    with pytest.raises(CapgapError, match="config differs at 'train.tokens'"):
+        again.write_config({"teacher": "c/T1", "train": {"tokens": 11}}, relocatable=("teacher",))
+    with pytest.raises(CapgapError, match="config differs at 'teacher'"):
+        RunDir.open(tmp_path / "r", resume=True).write_config(
+            {"teacher": "c/T1", "train": {"tokens": 10}})
+
+
 def test_foreign_folder_is_refused(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "notes.txt").write_text("mine")

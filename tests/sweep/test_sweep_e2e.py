@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import types
 from pathlib import Path
@@ -51,9 +52,12 @@ def test_cells_land_done_with_baselines(finished_sweep, sweep_cfg):
 def test_rerun_skips_every_finished_cell(finished_sweep, sweep_cfg):
     out, _ = finished_sweep
     before = by_key(out)
+    cache = (out / "teacher_losses.json").read_text()
+    (out / "teacher_losses.json").write_text("{not json")  # a cache that no longer reads
     again = run_sweep(sweep_cfg, out, workers=1, progress=False)
     assert again.ran == 0 and again.skipped == 4
-    assert by_key(out) == before  # timings, attempts, timestamps untouched
+    assert by_key(out) == before  # timings, attempts, timestamps, teacher losses untouched
+    assert json.loads((out / "teacher_losses.json").read_text()) == json.loads(cache)
 
 
 def test_broken_cell_is_redone(finished_sweep, sweep_cfg):
