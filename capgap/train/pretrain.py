@@ -143,7 +143,7 @@ def pretrain_size(
     """Train one size of the family into ``out/<size>``; skip it if already finished."""
     run = RunDir.open(out / size, resume=resume, overwrite=overwrite)
     if run.complete:
-        return SizeResult(**run.summary()["result"])
+        return _here(SizeResult(**run.summary()["result"]), out)
     seq_len = cfg.data.seq_len or family.seq_len
     tok = data.tokenizer
     config = family.build_config(size, vocab_size=data.vocab_size, bos_token_id=tok.bos_token_id,

@@ -150,3 +150,6 @@ def test_tokens_per_param_trains_each_size_on_its_own_budget_and_writes_the_regi
     again = pretrain(cfg, moved, resume=True)
     assert [Path(r.model_dir) for r in again] == [moved / r.name / "model" for r in results]
     assert [r.val_loss for r in again] == [r.val_loss for r in results]
+    (moved / "DONE.json").unlink()  # the family unfinished, its sizes finished: the same
+    again = pretrain(cfg, moved, resume=True)
+    assert [Path(r.model_dir) for r in again] == [moved / r.name / "model" for r in results]
