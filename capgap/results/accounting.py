@@ -61,16 +61,18 @@ def _busy_intervals(rows: list[CellRow]) -> list[tuple[float, float]]:
     """When cells were running: each done cell's [finish - its own seconds, finish] (POSIX
     seconds; ``updated`` is the machine's local time), overlaps merged. Unlike a driver's
     timer this survives interrupted runs. A lockstep group's members finish together and
-    split its time (``distill_s``), so rows of one teacher and seed stamped within
-    :data:`GROUP_STAMP_S` of each other count as one span of their summed seconds."""
+    split its time (``distill_s``), so rows of one worker task (``task``; rows recorded
+    before it existed: of one teacher and seed) stamped within :data:`GROUP_STAMP_S` of each
+    other count as one span of their summed seconds."""
+    def task(r: CellRow) -> tuple[str, int]:
+        return (r.task, 0) if r.task else (f"{r.teacher_path}", r.seed or 0)
+
     done = sorted(((datetime.fromisoformat(r.updated).timestamp(), r) for r in rows
-                   if r.status == "done" and r.updated),
-                  key=lambda er: (str(er[1].teacher_path), er[1].seed or 0, er[0]))
+                   if r.status == "done" and r.updated), key=lambda er: (task(er[1]), er[0]))
     groups: list[list[tuple[float, CellRow]]] = []
     for end, r in done:
         last = groups[-1][-1] if groups else None
-        if (last and (last[1].teacher_path, last[1].seed) == (r.teacher_path, r.seed)
-                and end - last[0] <= GROUP_STAMP_S):
+        if last and task(last[1]) == task(r) and end - last[0] <= GROUP_STAMP_S:
             groups[-1].append((end, r))
         else:
             groups.append([(end, r)])

@@ -60,6 +60,8 @@ class CellRow(Mapping[str, Any]):
     error: str | None = _col("TEXT", "last error of a failed cell")
     attempts: int | None = _col("INTEGER", "times the cell was started")
     updated: str | None = _col("TEXT", "last status change (local time)")
+    task: str | None = _col("TEXT", "the worker task that ran the cell (a lockstep group's "
+                            "members share one and split its time)")
     pruned_from: str | None = _col("TEXT", "teacher the student was cut from (its own, or the "
                                            "same-init control's students.prune_from)")
     teacher_flops: float | None = _col("REAL", "model FLOPs of the teacher's forward over the "

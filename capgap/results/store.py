@@ -26,7 +26,7 @@ STATUSES = ("pending", "running", "done", "failed")
 
 # columns newer than the first schema: added to older databases (their rows read None)
 ADDED = {"pruned_from", "teacher_flops", "student_flops", "prune_flops", "total_flops",
-         "teacher_loss"}
+         "teacher_loss", "task"}
 NAMES = [c for c, _, _ in COLUMNS]
 ORDER_BY = ("student_target", "teacher_params", "objective", "allocation", "init", "tokens", "seed")
 ORDER = " ORDER BY " + ", ".join(ORDER_BY)

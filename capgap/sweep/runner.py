@@ -263,7 +263,7 @@ def _execute(store: Store, tasks: list[dict[str, Any]], workers: int, backend: s
         outcomes = r.get("results") or [{"key": k, "error": r.get("error", "no result")}
                                         for k in cells[r["key"]]]  # the worker died
         for o in outcomes:
-            _record(store, o, state, bar)
+            _record(store, o, state, bar, r["key"])
             if not progress:
                 print(cell_line(store.get(o["key"]) or {}, state["finished"], total,
                                 time.perf_counter() - start), flush=True)
@@ -276,15 +276,16 @@ def _execute(store: Store, tasks: list[dict[str, Any]], workers: int, backend: s
     return state["failed"]
 
 
-def _record(store: Store, outcome: dict[str, Any], state: dict[str, int], bar: Any) -> None:
-    """Write one cell's outcome to the database and count it."""
+def _record(store: Store, outcome: dict[str, Any], state: dict[str, int], bar: Any,
+            task: str | None = None) -> None:
+    """Write one cell's outcome (and the task that ran it) to the database and count it."""
     state["running"] -= 1
     if "error" in outcome:
         store.mark_failed(outcome["key"], outcome["error"])
         state["failed"] += 1
         bar.write(f"cell {outcome['key']} failed: {outcome['error'].splitlines()[-1]}")
     else:
-        store.mark_done(outcome["key"], outcome["result"])
+        store.mark_done(outcome["key"], outcome["result"] | {"task": task})
     bar.update(1)
     state["finished"] += 1
 

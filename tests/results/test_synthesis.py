@@ -180,6 +180,11 @@ def test_busy_time_merges_parallel_cells_and_skips_gaps_between_runs():
     split = [cell(end, 101) | {"teacher_path": "T2", "seed": 0}  # stamped across a second
              for end in ("14:00:00", "14:00:00", "14:00:01", "14:00:01")]
     assert busy_seconds(split) == 401
+    # two single cells of one teacher and seed finishing together on two workers: their own
+    # tasks keep them apart where the rows say so
+    alone = [cell("15:00:00", 101) | {"teacher_path": "T2", "seed": 0, "task": f"group:{k}"}
+             for k in ("a", "b")]
+    assert busy_seconds(alone) == 101
 
 
 def test_glance_rows_pair_both_units_of_a_budget_with_their_brackets():

@@ -35,6 +35,10 @@ def test_cells_land_done_with_baselines(finished_sweep, sweep_cfg):
                                               abs=1e-5)
         assert (Path(r["cell_dir"]) / "DONE.json").is_file()
     assert (out / "scores" / "A" / "scores.json").is_file()
+    # each teacher's distilled cell and baseline ran as one lockstep task, recorded as such
+    assert {r["teacher"]: r["task"] for r in rows if r["alpha"] < 1} == \
+        {r["teacher"]: r["task"] for r in rows if r["alpha"] == 1.0}
+    assert len({r["task"] for r in rows}) == 2 and all(r["task"].startswith("group:") for r in rows)
     assert (out / "law.json").is_file() and summary.law["status"] != "ok"  # one size: no law
     # each teacher scored once on the very text and settings its students were scored on
     e = sweep_cfg.eval
