@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,29 +212,29 @@ def is_baseline(record: Mapping[str, Any]) -> bool:
 def teacher_sizes(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """Teacher name -> parameters from the cells that carry ``teacher_params``; one name with
     two sizes (two families' P3 pooled) is refused, since every ratio would be ambiguous."""
-    sizes: dict[str, float] = {}
-    for r in records:
-        name, size = r.get("teacher"), r.get("teacher_params")
-        if not name or not size:
-            continue
-        if sizes.setdefault(str(name), float(size)) != float(size):
-            raise CapgapError(f"cells name two different teachers {name} ({sizes[str(name)]:,.0f} "
-                              f"and {float(size):,.0f} params): fit one teacher family at a time")
-    return sizes
+    return _per_teacher(records, "teacher_params", lambda name, a, b: (
+        f"cells name two different teachers {name} ({a:,.0f} and {b:,.0f} params)"))
 
 
 def measured_losses(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """Teacher name -> the held-out loss the sweep measured on its students' eval text (the
     ``teacher_loss`` column); a name with two values (two families pooled) is refused."""
-    losses: dict[str, float] = {}
+    return _per_teacher(records, "teacher_loss", lambda name, a, b: (
+        f"cells measured teacher {name} at two losses ({a:.4f} and {b:.4f})"))
+
+
+def _per_teacher(records: Iterable[Mapping[str, Any]], column: str,
+                 clash: Callable[[str, float, float], str]) -> dict[str, float]:
+    """Teacher name -> the one value of ``column`` its cells carry; two values are an error."""
+    out: dict[str, float] = {}
     for r in records:
-        name, loss = r.get("teacher"), r.get("teacher_loss")
-        if not name or loss is None:
+        name, value = r.get("teacher"), r.get(column)
+        if not name or value is None:
             continue
-        if losses.setdefault(str(name), float(loss)) != float(loss):
-            raise CapgapError(f"cells measured teacher {name} at two losses ({losses[str(name)]:.4f}"
-                              f" and {float(loss):.4f}): fit one teacher family at a time")
-    return losses
+        if out.setdefault(str(name), float(value)) != float(value):
+            raise CapgapError(clash(str(name), out[str(name)], float(value))
+                              + ": fit one teacher family at a time")
+    return out
 
 
 def rows_from(records: Iterable[Mapping[str, Any]], teacher_losses: Mapping[str, float] | None = None,
