@@ -31,13 +31,16 @@ for every row. Scores are computed once per method on ``--calib-tokens`` trainin
 and cached in ``<out>.scores/<method>/``; their cost (seconds, calibration tokens) is in
 ``scoring`` and in every row.
 
-Results are rewritten atomically after every row, with a plot beside them (``<out>.png``);
+Results are rewritten atomically after every row, with a plot (``<out>.png``) and a Markdown
+table (``<out>.md``: each method alone and healed, its paired distance to the healed winner,
+the width-vs-depth pairs) beside them; ``ranking`` in the JSON holds those distances.
 ``--resume`` skips rows already present (settings must match).
 
     python bench/prune_methods.py [--model models/smollm2-135m] [--targets 90M,70M,50M]
         [--methods expressiveness,activation,taylor,block_influence,magnitude,random]
         [--width-vs-depth expressiveness,activation] [--heal-tokens 8192] [--calib-tokens 8192]
         [--eval-bytes 20000] [--suite offline] [--out bench/results/prune_methods.json] [--resume]
+    python bench/prune_methods.py --views   # rebuild ranking, <out>.md and <out>.png from the rows
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ import torch
 from torch import nn
 
 from capgap.errors import CapgapError
-from capgap.io import write_json
+from capgap.io import write_json, write_text
 
 DEPTH = "block_influence"
 CONVERT_HINT = "convert it first: capgap convert smollm2 --out {}"
@@ -93,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench/results/prune_methods.json"))
     p.add_argument("--resume", action="store_true", help="keep rows already in --out; run the rest")
     p.add_argument("--overwrite", action="store_true", help="start over even if --out exists")
+    p.add_argument("--views", action="store_true",
+                   help="only rebuild --out's comparisons, ranking, table (.md) and plot (.png) from its rows")
     args = p.parse_args(argv)
     args.targets = [parse_count(t) for t in args.targets.split(",") if t.strip()]
     args.methods = [m for m in args.methods.split(",") if m.strip()]
@@ -345,6 +350,67 @@ def winners(results: dict) -> dict:
     return best
 
 
+def ranking(results: dict) -> dict:
+    """Per target and heal: every unmatched method's loss minus the winner's, paired over the
+    held-out windows (``se``: text noise only), best first."""
+    groups: dict = {}
+    for r in results["rows"]:
+        if r["method"] != "none" and not r["matched_to"]:
+            groups.setdefault(f"{r['target_params']}+heal{r['heal_tokens']}", []).append(r)
+    out = {}
+    for key, rows in groups.items():
+        rows = sorted(rows, key=lambda r: r["val_loss"])
+        out[key] = [{"method": r["method"], "params": r["params"], "val_loss": r["val_loss"],
+                     **({"delta_val_loss": 0.0, "se": 0.0, "windows": len(r["val_window_loss"])}
+                        if r is rows[0] else paired(r, rows[0]))} for r in rows]
+    return out
+
+
+def markdown(results: dict) -> str:
+    """The human view of the JSON: per target, each method alone and healed with its distance to
+    the healed winner, then the paired comparisons; every number read from ``results``."""
+    def ref(x: float) -> str:
+        return f"{x / 1e6:.1f}M"
+
+    rows, ranks, scoring = results["rows"], ranking(results), results["scoring"]
+    teacher = next((r for r in rows if r["method"] == "none"), None)
+    lines = [f"# pruning methods on {Path(results['model']['path']).name}", ""]
+    if teacher:
+        lines += [f"Unpruned: {ref(teacher['params'])} params, held-out loss {teacher['val_loss']:.3f}.", ""]
+    heals = sorted({r["heal_tokens"] for r in rows if r["heal_tokens"]})
+    for target in sorted({r["target_params"] for r in rows if r["method"] != "none"}, reverse=True):
+        alone = {r["method"]: r for r in ranks.get(f"{target}+heal0", [])}
+        healed = ranks.get(f"{target}+heal{heals[-1]}", []) if heals else []
+        order = [r["method"] for r in healed] + [m for m in alone if m not in {r["method"] for r in healed}]
+        head = f"healed {heals[-1]}: loss" if heals else "healed"
+        lines += [f"## target {ref(target)}", "",
+                  f"| method | params | alone: loss | {head} | healed - best healed | scoring (s) |",
+                  "|---|---|---|---|---|---|"]
+        by_heal = {r["method"]: r for r in healed}
+        for m in order:
+            a, h = alone.get(m), by_heal.get(m)
+            params = (a or h)["params"]
+            gap = "-" if h is None else ("0 (best)" if h["delta_val_loss"] == 0 else
+                                         f"{h['delta_val_loss']:+.2f} ± {h['se']:.2f}")
+            lines.append(f"| {m} | {ref(params)} | {a['val_loss']:.2f} | "
+                         f"{'-' if h is None else format(h['val_loss'], '.2f')} | {gap} | "
+                         f"{scoring.get(m, {}).get('seconds', 0):.0f} |" if a else
+                         f"| {m} | {ref(params)} | - | {h['val_loss']:.2f} | {gap} | - |")
+        lines.append("")
+    comps = results.get("comparisons") or comparisons(results)
+    if comps:
+        lines += ["## at block influence's size", "",
+                  "| target | width method | question | width loss | depth loss | width - depth |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {ref(c['target_params'])} | {c['method']} ({ref(c['width_params'])}) | {c['question']} | "
+                  f"{c['width_val_loss']:.2f} | {c['block_influence_val_loss']:.2f} "
+                  f"({ref(c['block_influence_params'])}) | {c['delta_val_loss']:+.2f} ± {c['se']:.2f} |"
+                  for c in comps]
+        lines.append("")
+    lines.append("± : standard error of the paired per-window difference over the held-out windows.")
+    return "\n".join(lines) + "\n"
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -377,7 +443,9 @@ def plot(results: dict, path: Path) -> None:
 def save(results: dict, args: argparse.Namespace) -> None:
     results["comparisons"] = comparisons(results)
     results["winners"] = winners(results)
+    results["ranking"] = ranking(results)
     write_json(args.out, results)
+    write_text(args.out.with_suffix(".md"), markdown(results))
     plot(results, args.out.with_suffix(".png"))
 
 
@@ -385,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(int(os.environ.get("CAPGAP_THREADS", os.cpu_count() or 1)))
     try:
+        if args.views:
+            if not args.out.exists():
+                raise CapgapError(f"no results at {args.out}")
+            save(json.loads(args.out.read_text()), args)
+            print(f"wrote the views of {args.out}")
+            return 0
         results = start_results(args)
         ctx = setup(args, results)
         teacher_row(ctx, results)

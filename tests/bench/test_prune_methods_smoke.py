@@ -64,6 +64,18 @@ def test_end_to_end_and_resume(pm, tiny_corpus, tiny_tokenizer, tmp_path, monkey
                                                           "width vs depth, both healed"}
     assert len(res["comparisons"]) == 4 and all(c["se"] is not None for c in res["comparisons"])
     assert out.with_suffix(".png").stat().st_size > 0
+    assert set(res["ranking"]) == {f"{t}+heal{h}" for t in (three + 100, three - 100) for h in (0, 64)}
+    for ranked in res["ranking"].values():
+        assert len(ranked) == 6 and ranked[0]["delta_val_loss"] == 0
+        assert [r["val_loss"] for r in ranked] == sorted(r["val_loss"] for r in ranked)
+        for r in ranked[1:]:
+            assert r["delta_val_loss"] == pytest.approx(r["val_loss"] - ranked[0]["val_loss"], abs=2e-6)
+            assert r["se"] >= 0 and r["windows"] == len(next(iter(rows.values()))["val_window_loss"])
+    table = out.with_suffix(".md").read_text()
+    assert table.count("| block_influence |") == 2 and "0 (best)" in table
+    assert table.count("width vs depth, both healed") == 2
+    out.with_suffix(".md").unlink()
+    assert pm.main(["--views", "--out", str(out)]) == 0 and out.with_suffix(".md").read_text() == table
 
     assert pm.main(argv) == 2  # exists without --resume
     gone = res["rows"].pop(5)
