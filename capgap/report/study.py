@@ -12,6 +12,7 @@ from capgap.report.findings import findings_lines
 from capgap.report.html import FLOPS_IMAGE, FLOPS_JSON
 from capgap.report.synthesis import control_line, holdout_lines, optimum_line, relative_line
 from capgap.results.defaults import PAPER_RATIO
+from capgap.results.regime import regime_line
 
 BUDGET_IMAGE = "optimum_vs_budget.png"
 PENALTY_IMAGE = "loss_vs_teacher.png"
@@ -72,6 +73,17 @@ def part_rows(record: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def regime_rows(record: dict[str, Any]) -> list[str]:
+    """One line per teacher family the parts used (parts named), from their ``regime``."""
+    by_family: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for name, entry in record["parts"].items():
+        regime = entry.get("regime")
+        if regime:
+            by_family.setdefault(regime.get("family") or name, ([], regime))[0].append(name)
+    return [f"{family} ({', '.join(parts)}): {regime_line(regime)}"
+            for family, (parts, regime) in by_family.items()]
+
+
 def _totals(record: dict[str, Any]) -> str:
     done = sum(e.get("status_counts", {}).get("done", 0) for e in record["parts"].values())
     wall = record.get("busy_s", 0.0)
@@ -106,6 +118,12 @@ def sections(record: dict[str, Any],
                   "links": [f"{r['part']}/report/index.html" for r in parts]},
         "text": f"The paper's ratio is ~{PAPER_RATIO}x. {syn.get('rule', '')}. "
                 f"Totals: {_totals(record)}."}]
+    regimes = regime_rows(record)
+    if regimes:
+        out.insert(0, {"title": "Regime per teacher family",
+                       "text": "From each family's regime.json (written when capgap pretrained "
+                               "it; copied into each part's folder).",
+                       "pre": regimes})
     glance = glance_rows(syn.get("laws", []))
     if glance:
         out.insert(0, {"title": "At a glance: the paper's setting per budget",

@@ -125,8 +125,9 @@ def describe_answer(law: Mapping[str, Any] | None) -> dict[str, Any]:
                      else "censored" if not interior else "mixed")}
 
 
-def regime_lines(regime: Mapping[str, Any], answer: Mapping[str, Any]) -> list[str]:
-    """The two facts in words: which regime, and what the answer rests on."""
+def regime_line(regime: Mapping[str, Any]) -> str:
+    """:func:`describe_regime`'s verdict in one line: name, sizes, spacing, training,
+    embeddings and any reasons it is not the trained, low-embedding regime."""
     if regime["teachers"]:
         lo, hi = regime["params"]
         t_lo, t_hi = regime["tokens_per_param"]
@@ -136,7 +137,12 @@ def regime_lines(regime: Mapping[str, Any], answer: Mapping[str, Any]) -> list[s
                 f"{t_lo:.2g}-{t_hi:.2g} tokens/param, embeddings {e_lo:.0%}-{e_hi:.0%}")
     else:
         line = f"regime: {regime['name']}"
-    lines = [line + (f"; {', '.join(regime['reasons'])}" if regime["reasons"] else "")]
+    return line + (f"; {', '.join(regime['reasons'])}" if regime["reasons"] else "")
+
+
+def regime_lines(regime: Mapping[str, Any], answer: Mapping[str, Any]) -> list[str]:
+    """The two facts in words: which regime, and what the answer rests on."""
+    lines = [regime_line(regime)]
     censored = [f"{r['student']} ({r['censored']} edge)" for r in answer["sizes"] if r["censored"]]
     inner = [f"{r['student']} (T*/S {r['ratio']:.2f})" for r in answer["sizes"]
              if not r["censored"] and r["ratio"] is not None]

@@ -61,7 +61,7 @@ from capgap.report.synthesis import (
 from capgap.results.accounting import busy_seconds, compute_rows, left_seconds, status_counts
 from capgap.results.findings import findings, hypotheses, law_summary
 from capgap.results.optimum import shared_seeds_by
-from capgap.results.regime import REGIME, teacher_losses
+from capgap.results.regime import REGIME, describe_regime, find_regime, read_regime, teacher_losses
 from capgap.results.rows import CellRow, PartRow
 from capgap.results.store import DB_NAME, LAW_NAME, read_rows
 from capgap.results.synthesis import pooled_rows, synthesis, tag_rows
@@ -219,7 +219,7 @@ def _publish(cfg: StudyConfig, record: dict[str, Any], out: Path) -> dict[str, A
     """Summarise the parts, add the cross-part synthesis, write the study's views."""
     rows = {name: read_rows(out / name) for name in record["parts"]
             if (out / name / DB_NAME).is_file()}  # each part's database read once
-    record = _summarise(record, rows, out)
+    record = _summarise(record, rows, out, _family_names(cfg))
     tagged = _tagged(cfg, rows)
     record["synthesis"] = _synthesis(cfg, tagged, out)
     syn = record["synthesis"]
@@ -370,6 +370,18 @@ def _family_names(cfg: StudyConfig) -> dict[str, str]:
     return {n: label[n] if len(shared[label[n]]) == 1 else unique[n] for n in cfg.parts}
 
 
+def _part_regime(part: Path, family: str | None) -> dict[str, Any] | None:
+    """The regime a part's teachers put it in (:func:`describe_regime`, with the family's
+    name), or None where its teachers wrote no ``regime.json``. The teachers' file is copied
+    into the part, so a published copy (no teachers folder) keeps every teacher's row."""
+    source = part / "teachers" / REGIME
+    if source.is_file():
+        write_text(part / REGIME, source.read_text(encoding="utf-8"))
+    if find_regime(part) is None:
+        return None
+    return {"family": family} | describe_regime(read_regime(part))
+
+
 def _load_record(out: Path) -> dict[str, Any]:
     path = out / STUDY_RECORD
     if path.is_file():
@@ -427,10 +439,11 @@ def _write_findings(sweep: SweepConfig, part_dir: Path) -> None:
 
 
 def _summarise(record: dict[str, Any], part_rows: dict[str, list[CellRow]],
-               out: Path) -> dict[str, Any]:
+               out: Path, families: dict[str, str]) -> dict[str, Any]:
     every = [r for rows in part_rows.values() for r in rows]  # prices for unfinished cells
     for name, entry in record["parts"].items():
         part = out / name
+        entry["regime"] = _part_regime(part, families.get(name)) or entry.get("regime")
         laws = {}
         for unit, file in (("total", LAW_NAME), ("non_embedding", NE_LAW)):
             path = part / file

@@ -54,6 +54,14 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     assert by_teacher["B"]["prune_flops"] == by_teacher["A"]["prune_flops"] > 0
     assert by_teacher["B"]["teacher_flops"] > by_teacher["A"]["teacher_flops"] > 0
     assert json.loads((out / "study.json").read_text())["parts"].keys() == {"paper", "control"}
+    for part in ("paper", "control"):  # the regime travels with the part (published copies)
+        assert (out / part / "regime.json").read_text() == (shared / "regime.json").read_text()
+        regime = record["parts"][part]["regime"]
+        assert regime["family"] == "family" and regime["teachers"] == len(
+            json.loads((shared / "regime.json").read_text())["teachers"]) == 2
+    summary = (out / "summary.md").read_text()
+    assert summary.count("## Regime per teacher family") == 1
+    assert "family (paper, control): regime: micro - 2 teachers" in summary
     assert "control/report/index.html" in (out / "index.html").read_text()
     (ctrl,) = record["synthesis"]["control"]
     assert ctrl["cut_from"] == "A" and [t["teacher"] for t in ctrl["teachers"]] == ["A", "B"]
@@ -104,6 +112,11 @@ def test_parts_share_teachers_and_record_their_laws(sweep_root, tmp_path, capsys
     assert json.loads((out / "study.json").read_text())["synthesis"]["control"] == \
         record["synthesis"]["control"]
     assert {p: read_rows(out / p) for p in ("paper", "control")} == before  # nothing trained
+    (out / "control" / "teachers").unlink()  # as published: no teachers, the copied regime.json
+    (out / "control" / "regime.json").unlink()  # and even without it, study.json's record
+    assert main(["study", "--config", str(path), "--out", str(out), "--report"]) == 0
+    assert json.loads((out / "study.json").read_text())["parts"]["control"]["regime"] == \
+        record["parts"]["control"]["regime"]
 
 
 def test_bad_parts_are_refused_before_anything_runs(sweep_root, tmp_path, capsys):
