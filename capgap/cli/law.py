@@ -158,12 +158,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from capgap import config
-    from capgap.results.adaptive import AdaptiveConfig, replay
+    from capgap.results.adaptive import AdaptiveConfig, replay_families, teacher_families
     from capgap.results.store import read_rows
 
     cfg = config.checked(AdaptiveConfig(True, args.start, args.signal, args.noise_floor))
-    result = {"sources": args.sources,
-              **replay([r for d in args.sources for r in read_rows(d)], cfg)}
+    rows = {d: read_rows(d) for d in args.sources}
+    families = {"+".join(Path(d).name or d for d in group): [r for d in group for r in rows[d]]
+                for group in teacher_families(rows)}
+    result = {"sources": args.sources, **replay_families(families, cfg)}
     out = Path(args.out) if args.out else Path(args.sources[0]) / "adaptive_replay.json"
     write_json(out, result)
     print(summarise_replay(result))
@@ -182,8 +184,12 @@ def summarise_replay(r: dict[str, Any]) -> str:
              f"{cells['total']} cells ({cells['fraction']:.0%}; {cost}) in {r['rounds']} "
              f"rounds; same best teacher as the full grid for {same} of {n} student sizes "
              f"({tied} of {n} within {r['rule']['signal']:g} x noise)"]
+    for name, f in r.get("families", {}).items():
+        lines.append(f"  {name}: {f['cells']['used']} of {f['cells']['total']} cells, same "
+                     f"best teacher for {f['same_best'][0]} of {f['same_best'][1]} sizes")
     for c in r["curves"]:
-        lines.append(f"  S {format_size(c['student_target'])} {c['objective']} "
+        lines.append(f"  {c['family'] + ': ' if 'family' in c else ''}"
+                     f"S {format_size(c['student_target'])} {c['objective']} "
                      f"{c['allocation']} {c['init']} {c['tokens']:,} tok: best "
                      f"{c['adaptive_best']} (grid {c['full_best']}), ran "
                      f"{', '.join(c['run'])}: {c['cells'][0]} of {c['cells'][1]} cells")

@@ -264,6 +264,49 @@ def replay(rows: Iterable[Mapping[str, Any]], cfg: AdaptiveConfig | None = None
             "curves": curves}
 
 
+def teacher_families(rows: Mapping[str, list[dict[str, Any]]]) -> list[list[str]]:
+    """The sources grouped by teacher family: two sources pool when they share a teacher (the
+    same name and size), so parts of one family with different student sizes stay together
+    and another family's teachers (other names or sizes) never join their axis."""
+    teachers = {d: {(r["teacher"], r["teacher_params"]) for r in rs if r.get("teacher")}
+                for d, rs in rows.items()}
+    groups: list[tuple[list[str], set]] = []
+    for d in rows:
+        mine = ([d], set(teachers[d]))
+        for g in [g for g in groups if g[1] & mine[1]]:
+            groups.remove(g)
+            mine = (g[0] + mine[0], g[1] | mine[1])
+        groups.append(mine)
+    return [sorted(g, key=list(rows).index) for g, _ in sorted(
+        groups, key=lambda g: min(list(rows).index(d) for d in g[0]))]
+
+
+def replay_families(families: Mapping[str, Iterable[Mapping[str, Any]]],
+                    cfg: AdaptiveConfig | None = None) -> dict[str, Any]:
+    """:func:`replay` of each teacher family's rows on its own (one family's teachers are
+    never an axis for another's students), merged: cells and costs summed, rounds the most
+    any family took, each curve tagged with its ``family``, and each family's own figures
+    under ``families``."""
+    if len(families) == 1:
+        return replay(next(iter(families.values())), cfg)
+    parts = {name: replay(rows, cfg) for name, rows in families.items()}
+    runs = list(parts.values())
+
+    def summed(pick: Any) -> dict[str, float]:
+        return _share(sum(pick(r)["used"] for r in runs), sum(pick(r)["total"] for r in runs))
+
+    costs = sorted({c for r in runs for c in r["cost"]}, key=COSTS.index)
+    empty = {"used": 0, "total": 0}
+    return {"rule": runs[0]["rule"], "rounds": max(r["rounds"] for r in runs),
+            "cells": summed(lambda r: r["cells"]),
+            "cost": {c: summed(lambda r, c=c: r["cost"].get(c, empty)) for c in costs},
+            "same_best": [sum(r["same_best"][i] for r in runs) for i in (0, 1)],
+            "tied_best": [sum(r["tied_best"][i] for r in runs) for i in (0, 1)],
+            "curves": [{"family": name, **c} for name, r in parts.items() for c in r["curves"]],
+            "families": {name: {k: r[k] for k in ("rounds", "cells", "same_best", "tied_best")}
+                         for name, r in parts.items()}}
+
+
 def _compare(curve: Curve, full: dict[str, Any], grid: list[CellRow],
              seen: Mapping[str, CellRow], cfg: AdaptiveConfig) -> dict[str, Any]:
     """One curve of a replay: the full grid's best beside the adaptive one."""

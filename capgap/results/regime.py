@@ -134,10 +134,16 @@ def regime_line(regime: Mapping[str, Any]) -> str:
         e_lo, e_hi = regime["embedding_fraction"]
         line = (f"regime: {regime['name']} - {regime['teachers']} teachers {lo / 1e6:.3g}M-"
                 f"{hi / 1e6:.3g}M ({regime['span']:.1f}x, steps up to {regime['max_step'] or 1:.2f}x), "
-                f"{t_lo:.2g}-{t_hi:.2g} tokens/param, embeddings {e_lo:.0%}-{e_hi:.0%}")
+                f"{_span(t_lo, t_hi, '.2g')} tokens/param, embeddings {_span(e_lo, e_hi, '.0%')}")
     else:
         line = f"regime: {regime['name']}"
     return line + (f"; {', '.join(regime['reasons'])}" if regime["reasons"] else "")
+
+
+def _span(lo: float, hi: float, fmt: str) -> str:
+    """``lo-hi`` in ``fmt``, or one value where both print the same (``20``, not ``20-20``)."""
+    a, b = format(lo, fmt), format(hi, fmt)
+    return a if a == b else f"{a}-{b}"
 
 
 def regime_lines(regime: Mapping[str, Any], answer: Mapping[str, Any]) -> list[str]:

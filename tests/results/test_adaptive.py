@@ -182,3 +182,39 @@ def test_replay_cli_writes_json(tmp_path, capsys):
     assert f"{used} of {total} cells" in printed and "best T03 (grid T03)" in printed
     assert result["cost"]["tokens"]["fraction"] == pytest.approx(used / total)
     assert main(["law", "adaptive-replay", str(tmp_path / "nothing")]) == 2
+
+
+def test_teacher_families_pool_sources_that_share_a_teacher():
+    from capgap.results.adaptive import teacher_families
+
+    def rows(*teachers: tuple[str, int]) -> list[dict]:
+        return [{"teacher": t, "teacher_params": p} for t, p in teachers]
+
+    sources = {"fit": rows(("P0", 1), ("P1", 2)), "g": rows(("G0", 1)), "size": rows(("P1", 2)),
+               "budget": rows(("P0", 1)), "other": rows(("P0", 9))}  # P0 of another size
+    assert teacher_families(sources) == [["fit", "size", "budget"], ["g"], ["other"]]
+
+
+def test_replay_keeps_each_family_on_its_own_teacher_axis(tmp_path, capsys):
+    """Two families with the same student sizes and settings: pooled into one axis, the
+    replay would mix their teachers; by family each finds its own valley."""
+    for name, best, prefix in (("a", 3, "T"), ("b", 8, "U")):
+        store = Store(tmp_path / name / "results.sqlite")
+        for r in surface({50_000: best}, 1, 0.001, 0):
+            r = r | {"key": prefix + r["key"], "teacher": prefix + r["teacher"][1:]}
+            store.plan(r["key"], r)
+            store.mark_done(r["key"], {"val_loss": r["val_loss"], "distill_s": r["distill_s"]})
+        store.close()
+    out = tmp_path / "replay.json"
+    assert main(["law", "adaptive-replay", str(tmp_path / "a"), str(tmp_path / "b"),
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {c["family"]: c["full_best"] for c in result["curves"]} == {"a": "T03", "b": "U08"}
+    assert all(c["same"] for c in result["curves"]) and result["same_best"] == [2, 2]
+    assert {t[0] for c in result["curves"] for t in c["run"]} == {"T", "U"}
+    for c in result["curves"]:
+        assert {t[0] for t in c["run"]} == {"T" if c["family"] == "a" else "U"}
+    fam = result["families"]
+    assert result["cells"]["used"] == fam["a"]["cells"]["used"] + fam["b"]["cells"]["used"]
+    assert result["cells"]["total"] == 48
+    assert "a: " in capsys.readouterr().out

@@ -15,6 +15,7 @@ from capgap.results.regime import (
     describe_regime,
     find_regime,
     read_regime,
+    regime_line,
     regime_lines,
     teacher_losses,
 )
@@ -47,6 +48,9 @@ def test_answer_separates_interior_from_censored() -> None:
     assert (a["kind"], a["interior"], a["censored"]) == ("mixed", 1, 1)
     lines = regime_lines(describe_regime(_teachers(20.0, 0.2)), a)
     assert lines[0].startswith("regime: trained, low-embedding - 7 teachers")
+    assert ", 20 tokens/param, embeddings 20%" in lines[0]  # one value, not "20-20"
+    spread = regime_line(describe_regime(_teachers(20.0, 0.2)[:6] + _teachers(25.0, 0.1)[6:]))
+    assert "20-25 tokens/param, embeddings 10%-20%" in spread
     assert "interior optimum at 1 of 2 student sizes: 500000 (T*/S 2.20)" in lines[1]
     assert "censored: 300000 (low edge)" in lines[1]
     assert describe_answer(None)["kind"] == "no optimum"
