@@ -419,7 +419,7 @@ def plot(results: dict, path: Path) -> None:
 
     from capgap.io import atomic_path
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     rows = [r for r in results["rows"] if not r["matched_to"]]
     for i, method in enumerate(sorted({r["method"] for r in rows} - {"none"})):
         for heal in sorted({r["heal_tokens"] for r in rows}):
@@ -433,7 +433,7 @@ def plot(results: dict, path: Path) -> None:
             ax.axhline(r["val_loss"], color="k", lw=0.8, label="unpruned")
     ax.set(xlabel="total parameters (M)", ylabel="held-out loss (nats/token)",
            title=f"pruning methods on {Path(results['model']['path']).name}")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: lines cross
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
