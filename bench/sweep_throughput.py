@@ -10,17 +10,20 @@ every arm, so each arm times only its cells (``capgap.sweep.run_sweep`` wall clo
 
 Arms, run one after the other in this process (same machine state, same workers):
 
-* ``old``: ``lockstep: false``, fp32 — one cell per task, as sweeps ran before;
-* ``lockstep_fp32``: ``lockstep: true``, fp32 — must end bitwise equal to ``old`` (every
-  cell's val_loss and every weight of its model): ``equal_to_separate_runs``;
+* ``old``: ``lockstep: false``, fp32, the head + loss computed by autograd per chunk
+  (``CAPGAP_LOSS_KERNEL=autograd``) — one cell per task, as sweeps ran before;
+* ``lockstep_fp32``: ``lockstep: true``, otherwise as ``old`` — must end bitwise equal to
+  it (every cell's val_loss and every weight of its model): ``equal_to_separate_runs``;
 * ``new``: lockstep plus the kernels that measured faster here (``--new-teacher-dtype``,
-  default bf16 on CPUs with native bf16), its losses compared with ``old``'s.
+  default bf16 on CPUs with native bf16; ``--new-loss-kernel``, default ``fast``: the
+  closed-form head + loss gradient in cache-sized passes), its losses compared with ``old``'s.
 
 Each arm reports wall seconds (cells per hour, the goal's unit) and CPU seconds of the driver
 and its workers (cells per CPU-hour), which other load on the machine disturbs less.
 
-Also timed (``kernels``): one student step and one teacher forward in fp32, under bf16
-autocast and under ``torch.compile``, interleaved, to show which options pay at this scale.
+Also timed (``kernels``): one student step (fast and autograd loss kernels) and one teacher
+forward in fp32, under bf16 autocast and under ``torch.compile``, interleaved, to show which
+options pay at this scale.
 
     python bench/sweep_throughput.py [--tokens 150000[,300000]] [--workers 2] [--out bench/results/sweep_throughput.json]
 """
@@ -50,6 +53,7 @@ from capgap.io import write_json  # noqa: E402
 from capgap.sweep import SweepConfig, read_rows, run_sweep  # noqa: E402
 from capgap.sweep.grid import build_grid  # noqa: E402
 from capgap.sweep.students import prepare_students, resolve_teachers  # noqa: E402
+from capgap.train.loss import LOSS_KERNEL_ENV  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--students", default="300000,500000,800000", help="student sizes (params)")
     p.add_argument("--vocab", type=int, default=4096, help="corpus BPE size (the study's)")
     p.add_argument("--new-teacher-dtype", default="bf16", help="teacher dtype of the new arm")
+    p.add_argument("--new-loss-kernel", default="fast", choices=("fast", "autograd"),
+                   help="head + loss kernel of the new arm (old arms: autograd, as before)")
     p.add_argument("--kernel-repeats", type=int, default=5)
     p.add_argument("--work", type=Path, default=Path("bench/out/sweep_throughput"))
     p.add_argument("--out", type=Path, default=Path("bench/results/sweep_throughput.json"))
@@ -117,7 +123,9 @@ def shared_students(cfg: SweepConfig, root: Path) -> None:
     prepare_students(cfg, root, build_grid(cfg, teachers))
 
 
-def run_arm(name: str, cfg: SweepConfig, args: argparse.Namespace) -> dict[str, Any]:
+def run_arm(name: str, cfg: SweepConfig, args: argparse.Namespace, kernel: str) -> dict[str, Any]:
+    """One arm's sweep, its workers on the head + loss ``kernel`` (CAPGAP_LOSS_KERNEL)."""
+    os.environ[LOSS_KERNEL_ENV] = kernel  # the workers spawned by run_sweep inherit it
     out = args.work / name
     if out.exists():
         shutil.rmtree(out)
@@ -187,8 +195,9 @@ def kernels(args: argparse.Namespace, teachers: list[str]) -> dict[str, Any]:
     ids = torch.randint(0, teacher.config.vocab_size, (32, 128))
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4, foreach=False)
 
-    def step(bf16: bool):  # noqa: ANN202
+    def step(bf16: bool, kernel: str = "fast"):  # noqa: ANN202
         def run() -> None:
+            os.environ[LOSS_KERNEL_ENV] = kernel
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 out = distill_loss(student, teacher, ids)
             out.loss.backward()
@@ -208,7 +217,9 @@ def kernels(args: argparse.Namespace, teachers: list[str]) -> dict[str, Any]:
     forward(compiled, False)()
     compile_s = time.perf_counter() - start
     bf16_teacher = load_any_model(teachers[2])[0].to(torch.bfloat16).eval()
-    cases = {"distill_step_fp32": step(False), "distill_step_bf16_autocast": step(True),
+    cases = {"distill_step_fp32": step(False),
+             "distill_step_fp32_autograd_loss": step(False, "autograd"),
+             "distill_step_bf16_autocast": step(True),
              "teacher_forward_fp32": forward(body, False),
              "teacher_forward_bf16_autocast": forward(body, True),
              "teacher_forward_bf16_weights": forward(decoder_body(bf16_teacher), False),
@@ -236,9 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     base = sweep_config(args, teachers)
     shared_students(base, args.work / "shared")
     peak = matmul_peak()
-    old = run_arm("old", dataclasses.replace(base, lockstep=False), args)
-    lock = run_arm("lockstep_fp32", base, args)
-    new = run_arm("new", dataclasses.replace(base, teacher_dtype=args.new_teacher_dtype), args)
+    old = run_arm("old", dataclasses.replace(base, lockstep=False), args, "autograd")
+    lock = run_arm("lockstep_fp32", base, args, "autograd")
+    new = run_arm("new", dataclasses.replace(base, teacher_dtype=args.new_teacher_dtype), args,
+                  args.new_loss_kernel)
     equal = same_weights(old["rows"], lock["rows"])
     by_cell = {_cell(r): r for r in new["rows"].values()}  # the teacher dtype is in the key
     deltas = [by_cell[_cell(r)]["val_loss"] - r["val_loss"] for r in old["rows"].values()
@@ -266,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             lock["cells_per_cpu_hour"] / old["cells_per_cpu_hour"], 3),
         "equal_to_separate_runs": equal,
         "new_teacher_dtype": args.new_teacher_dtype,
+        "old_loss_kernel": "autograd", "new_loss_kernel": args.new_loss_kernel,
         "new_vs_old_val_loss": {"max_abs": max(map(abs, deltas)),
                                 "mean": statistics.mean(deltas)},
         "arms": arms,

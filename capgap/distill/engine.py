@@ -69,9 +69,9 @@ class ObjectiveConfig:
     divergence_kwargs: dict[str, float] = field(default_factory=dict)
     """E.g. {beta: 0.5} for jsd, {skew: 0.1} for the skew KLs."""
     chunk_size: int = 1024
-    """Tokens per vocabulary chunk; caps logits memory at chunk_size x vocab per model. Also
-    the fastest setting measured at vocab 4096 (bench/distill_throughput.py: one chunk of
-    the whole micro-batch is slower, its [B*T, V] buffers fall out of cache)."""
+    """Tokens per vocabulary chunk; caps logits memory at chunk_size x vocab per model. On a
+    CPU the loss runs in smaller cache-sized passes within it
+    (:func:`capgap.train.loss.rows_per_pass`)."""
 
     def validate(self) -> None:
         if not 0 <= self.alpha <= 1:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from capgap.errors import CapgapError
-from capgap.train.loss import IGNORE_INDEX, shift_and_flatten
+from capgap.train.loss import IGNORE_INDEX, shift_and_flatten, softmax_grad
 
 Divergence = Callable[..., Tensor]
 """``(student_logits [N, V], teacher_logits [N, V], **kwargs) -> per-token values [N]``."""
@@ -279,6 +279,25 @@ class KDObjective:
             t_logits = _at_temperature(teacher_logits, self.temperature)
         d = get_divergence(self.divergence)(s_logits, t_logits, **self.div_kwargs)  # [N]
         return ce, self.kd_scale * d.sum()
+
+    def sums_and_grad(self, student_logits: Tensor, teacher_logits: Tensor | TopKTeacher | None,
+                      targets: Tensor, n_tokens: int) -> tuple[Tensor, Tensor | None, Tensor] | None:
+        """:meth:`sums` and the gradient of :meth:`combine` w.r.t. the (fp32) student logits
+        in closed form, for CE alone and for the paper's CE + soft CE at tau = 1:
+        d/dz = (alpha (q - onehot) + (1 - alpha) s (q - p)) / n, q and p the student's and
+        teacher's softmax. None for any other objective (autograd handles those)."""
+        denom = max(n_tokens, 1)
+        teacher = self.needs_teacher and teacher_logits is not None
+        if teacher and not self._shares_log_softmax(teacher_logits):
+            return None
+        log_q = F.log_softmax(student_logits, dim=-1)  # [N, V]
+        ce = F.nll_loss(log_q, targets, reduction="sum")
+        if not teacher:
+            return ce, None, softmax_grad(log_q, targets, self.alpha / denom)
+        p = F.softmax(teacher_logits.float(), dim=-1)  # [N, V]
+        kd = self.kd_scale * -(p * log_q).sum()
+        c = (1.0 - self.alpha) * self.kd_scale / denom
+        return ce, kd, softmax_grad(log_q, targets, self.alpha / denom, p, c)
 
     def _shares_log_softmax(self, teacher_logits: Tensor | TopKTeacher | None) -> bool:
         """The paper's objective (soft CE at tau = 1) can reuse CE's student log-softmax."""

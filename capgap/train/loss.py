@@ -30,6 +30,7 @@ number of valid predicted tokens, never by ``B * T``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, NamedTuple, Protocol
 
@@ -77,6 +78,27 @@ class Objective(Protocol):
 
     def combine(self, ce_sum: Tensor, kd_sum: Tensor | None, n_tokens: int) -> Tensor: ...
 
+    # Optional: sums_and_grad(student_logits fp32, teacher_logits, targets, n_tokens) ->
+    # (ce_sum, kd_sum, d combine / d logits) or None, the closed-form fast path.
+
+
+def softmax_grad(log_q: Tensor, targets: Tensor, ce_scale: float, p: Tensor | None = None,
+                 kd_scale: float = 0.0) -> Tensor:
+    """The gradient w.r.t. the logits (whose log-softmax is ``log_q`` [N, V], consumed) of
+    ``ce_scale`` x summed CE to ``targets`` plus ``kd_scale`` x summed soft CE to the
+    probabilities ``p``: ce_scale (q - onehot) on valid rows + kd_scale (q - p), in two
+    passes over [N, V]."""
+    valid = targets != IGNORE_INDEX
+    every = bool(valid.all())
+    grad = log_q.exp_()  # q
+    grad.mul_(ce_scale + kd_scale if every else valid[:, None] * ce_scale + kd_scale)
+    if p is not None:
+        grad.sub_(p, alpha=kd_scale)
+    rows = (torch.arange(targets.numel(), device=targets.device) if every
+            else valid.nonzero().squeeze(1))
+    grad[rows, targets[rows]] -= ce_scale
+    return grad
+
 
 class NextTokenCE:
     """Plain next-token cross-entropy (fp32), the objective of :func:`lm_loss`."""
@@ -86,6 +108,14 @@ class NextTokenCE:
     def sums(self, student_logits: Tensor, teacher_logits: Any,
              targets: Tensor) -> tuple[Tensor, None]:
         return F.cross_entropy(student_logits.float(), targets, reduction="sum"), None
+
+    def sums_and_grad(self, student_logits: Tensor, teacher_logits: Any, targets: Tensor,
+                      n_tokens: int) -> tuple[Tensor, None, Tensor]:
+        """:meth:`sums` and the gradient of :meth:`combine` w.r.t. the (fp32) logits, in
+        closed form (see :func:`_chunk_loop`)."""
+        log_q = F.log_softmax(student_logits, dim=-1)
+        ce = F.nll_loss(log_q, targets, reduction="sum")
+        return ce, None, softmax_grad(log_q, targets, 1.0 / max(n_tokens, 1))
 
     def combine(self, ce_sum: Tensor, kd_sum: Tensor | None, n_tokens: int) -> Tensor:
         return ce_sum * (1.0 / max(n_tokens, 1))  # no valid token: loss 0, not NaN
@@ -214,10 +244,31 @@ def _chunk_loop(
     b = None if bias is None else bias.detach().requires_grad_(need[2])
     ce_total = hidden.new_zeros((), dtype=torch.float32)
     kd_total = None if teacher is None else ce_total.clone()
-    for start in range(0, hidden.shape[0], chunk_size):
-        rows = slice(start, start + chunk_size)
+    fast = loss_kernel() == "fast"
+    closed = (fast and any(need) and hasattr(objective, "sums_and_grad")
+              and hidden.dtype == weight.dtype == torch.float32
+              and not torch.is_autocast_enabled(hidden.device.type))
+    step = rows_per_pass(chunk_size, weight.shape[0], hidden.device) if fast else chunk_size
+    for start in range(0, hidden.shape[0], step):
+        rows = slice(start, start + step)
         # teacher frozen; its dtype may be lower, fp32 inside sums()
         t_logits = None if teacher is None else teacher.logits(rows)  # [C, V] or top-k rows
+        if closed:
+            fast = _closed_form_chunk(hidden[rows].detach(), w.detach(),
+                                      None if b is None else b.detach(), t_logits,
+                                      targets[rows], objective, n_tokens, cap, need)
+            if fast is not None:
+                ce, kd, (g_h, g_w, g_b) = fast
+                if need[0]:
+                    grad_h[rows] = g_h
+                if need[1]:
+                    grad_w += g_w
+                if need[2]:
+                    grad_b += g_b
+                ce_total += ce
+                if kd_total is not None and kd is not None:
+                    kd_total += kd
+                continue
         h = hidden[rows].detach().requires_grad_(need[0])  # [C, H]
         with torch.enable_grad():
             logits = capped(F.linear(h, w, b), cap)  # [C, V]
@@ -241,6 +292,59 @@ def _chunk_loop(
     denom = max(n_tokens, 1)
     kd_mean = None if kd_total is None else kd_total / denom
     return loss, ce_total / denom, kd_mean, (grad_h, grad_w, grad_b)
+
+
+LOSS_KERNEL_ENV = "CAPGAP_LOSS_KERNEL"
+"""``fast`` (default): closed-form gradients and cache-sized CPU passes; ``autograd``: the
+loss as capgap computed it before them (autograd per chunk of ``chunk_size`` rows), for
+comparisons (bench/sweep_throughput.py). Both agree to fp32 rounding (tested)."""
+
+
+def loss_kernel() -> str:
+    """The head + loss kernel this process uses (:data:`LOSS_KERNEL_ENV`; workers inherit it)."""
+    name = os.environ.get(LOSS_KERNEL_ENV, "fast")
+    if name not in ("fast", "autograd"):
+        raise CapgapError(f"{LOSS_KERNEL_ENV} must be fast or autograd, got {name!r}")
+    return name
+
+
+CPU_BLOCK_BYTES = 512 * 1024
+"""On a CPU, the [C, V] fp32 buffers of one pass are kept near this size so that the loss's
+several passes over them stay in cache (measured on this machine's 2 MB L2: at vocab 4096,
+128 rows run the head + soft-CE step 1.8x faster than 1024; see :func:`rows_per_pass`)."""
+
+
+def rows_per_pass(chunk_size: int, vocab: int, device: torch.device) -> int:
+    """Rows of each pass of :func:`_chunk_loop`: ``chunk_size`` on accelerators (it caps
+    memory); on a CPU a power of two giving about :data:`CPU_BLOCK_BYTES` of logits, at least
+    128 rows (every pass also adds a [V, H] product to the head's gradient), and
+    ``chunk_size`` for vocabularies where 128 rows already exceed 8 MiB (at vocab 49k, 16-row
+    passes run 4x slower than 1024). Depends on the vocabulary only, so students of one
+    teacher (one vocabulary) share its per-pass logits."""
+    if device.type != "cpu":
+        return chunk_size
+    rows = max(128, 1 << max(0, (CPU_BLOCK_BYTES // (4 * vocab)).bit_length() - 1))
+    return chunk_size if 4 * vocab * rows > 8 << 20 else min(chunk_size, rows)
+
+
+def _closed_form_chunk(h: Tensor, w: Tensor, b: Tensor | None, t_logits: Any, targets: Tensor,
+                       objective: Objective, n_tokens: int, cap: float | None,
+                       need: tuple[bool, bool, bool],
+                       ) -> tuple[Tensor, Tensor | None, tuple[Tensor | None, ...]] | None:
+    """One chunk's sums and its gradients w.r.t. (h, w, b) without autograd: the objective
+    gives d loss / d logits in closed form (CE: softmax - onehot; soft CE: softmax - teacher
+    probabilities), then two matmuls. Same values as the autograd path to fp32 rounding, with
+    fewer passes over the [C, V] logits; None where the objective has no closed form for
+    this teacher (other divergences, top-k teachers): the autograd path runs instead."""
+    logits = capped(F.linear(h, w, b), cap)  # [C, V] fp32
+    out = objective.sums_and_grad(logits, t_logits, targets, n_tokens)  # type: ignore[attr-defined]
+    if out is None:
+        return None
+    ce, kd, g = out  # g: d loss / d capped logits [C, V]
+    if cap is not None:  # d (cap tanh(x / cap)) / dx = 1 - (logits / cap)^2
+        g.mul_(1.0 - (logits / cap).square_())
+    return ce, kd, (g @ w if need[0] else None, g.t() @ h if need[1] else None,
+                    g.sum(0) if need[2] else None)
 
 
 class _FusedHeadLoss(torch.autograd.Function):

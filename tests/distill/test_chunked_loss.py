@@ -228,3 +228,103 @@ def test_user_errors(pairs) -> None:
         lm_loss(scaled, ids)
     with pytest.raises(CapgapError, match="no linear LM head"):
         lm_loss(student.gpt_neox, ids)
+
+
+class _AutogradOnly:
+    """The same objective without its closed-form gradient: the autograd path."""
+
+    def __init__(self, objective) -> None:  # noqa: ANN001
+        self.objective = objective
+        self.needs_teacher = objective.needs_teacher
+
+    def sums(self, *a):  # noqa: ANN002, ANN201
+        return self.objective.sums(*a)
+
+    def combine(self, *a):  # noqa: ANN002, ANN201
+        return self.objective.combine(*a)
+
+
+class _Counted(_AutogradOnly):
+    """The same objective with its closed form, counting the chunks that took it."""
+
+    calls = 0
+
+    def sums_and_grad(self, *a):  # noqa: ANN002, ANN201
+        self.calls += 1
+        return self.objective.sums_and_grad(*a)
+
+
+@pytest.mark.parametrize("cap", [None, 3.0])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_closed_form_gradient_equals_autograd(alpha: float, cap: float | None) -> None:
+    """The fast path (CE and soft CE at tau = 1: d/dz = a (q - onehot) + c (q - p)) gives the
+    autograd path's loss and gradients (hidden rows, head weight and bias), soft-cap included."""
+    from capgap.distill.losses import KDObjective
+    from capgap.train.loss import NextTokenCE, _chunk_loop
+
+    g = torch.Generator().manual_seed(0)
+    n, h, v = 37, 8, 50
+    hidden = torch.randn(n, h, generator=g)
+    weight, bias = torch.randn(v, h, generator=g), torch.randn(v, generator=g)
+    targets = torch.randint(0, v, (n,), generator=g)
+    t_logits = 3 * torch.randn(n, v, generator=g)
+
+    class Teacher:
+        def logits(self, rows: slice) -> torch.Tensor:
+            return t_logits[rows]
+
+    for objective, teacher in ((KDObjective(alpha=alpha), Teacher()), (NextTokenCE(), None)):
+        counted = _Counted(objective)
+        args = (hidden, weight, bias, teacher, targets)
+        rest = (n, 16, cap, (True, True, True))
+        fast = _chunk_loop(*args, counted, *rest)
+        slow = _chunk_loop(*args, _AutogradOnly(objective), *rest)
+        assert counted.calls == 3  # ceil(37 / 16) chunks, every one in closed form
+        for x, y in zip(fast[:3], slow[:3], strict=True):
+            assert (x is None) == (y is None)
+            if x is not None:
+                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+        for x, y in zip(fast[3], slow[3], strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_grad_skips_ignored_targets() -> None:
+    from capgap.train.loss import IGNORE_INDEX, softmax_grad
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 9, generator=g, requires_grad=True)
+    p = torch.softmax(torch.randn(6, 9, generator=g), -1)
+    targets = torch.tensor([1, IGNORE_INDEX, 3, 8, IGNORE_INDEX, 0])
+    loss = (0.3 * torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+            - 0.2 * (p * torch.log_softmax(logits, -1)).sum())
+    loss.backward()
+    mine = softmax_grad(torch.log_softmax(logits.detach(), -1), targets, 0.3, p, 0.2)
+    torch.testing.assert_close(mine, logits.grad)
+
+
+def test_cpu_passes_are_cache_sized_and_shared_by_a_vocabulary() -> None:
+    from capgap.train.loss import rows_per_pass
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [rows_per_pass(1024, v, cpu) for v in (512, 4096, 16384)] == [256, 128, 128]
+    assert rows_per_pass(1024, 49152, cpu) == 1024  # 128 rows of 49k logits: past 8 MiB
+    assert rows_per_pass(64, 512, cpu) == 64  # never more than the memory cap
+    assert rows_per_pass(1024, 4096, gpu) == 1024  # accelerators: the cap itself
+
+
+def test_autograd_kernel_is_the_earlier_loss_and_agrees(pairs, monkeypatch) -> None:
+    """CAPGAP_LOSS_KERNEL=autograd runs the loss as before the closed form (no closed-form
+    call, chunk_size rows per pass); both kernels agree to fp32 rounding; a bad name is refused."""
+    from capgap.distill import losses
+
+    student, teacher = pairs[ARCHS[0]]
+    ids, labels, mask = batch()
+    fast, g_fast = loss_and_grads(distill_loss, student, teacher, ids, labels, mask)
+    monkeypatch.setenv("CAPGAP_LOSS_KERNEL", "autograd")
+    monkeypatch.setattr(losses.KDObjective, "sums_and_grad",
+                        lambda *a: pytest.fail("closed form used under the autograd kernel"))
+    slow, g_slow = loss_and_grads(distill_loss, student, teacher, ids, labels, mask)
+    assert_same(fast, slow, g_fast, g_slow, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("CAPGAP_LOSS_KERNEL", "fused")
+    with pytest.raises(CapgapError, match="CAPGAP_LOSS_KERNEL"):
+        distill_loss(student, teacher, ids, labels, mask)
