@@ -254,20 +254,14 @@ def _chunk_loop(
         # teacher frozen; its dtype may be lower, fp32 inside sums()
         t_logits = None if teacher is None else teacher.logits(rows)  # [C, V] or top-k rows
         if closed:
-            fast = _closed_form_chunk(hidden[rows].detach(), w.detach(),
+            sums = _closed_form_chunk(hidden[rows].detach(), w.detach(),
                                       None if b is None else b.detach(), t_logits,
-                                      targets[rows], objective, n_tokens, cap, need)
-            if fast is not None:
-                ce, kd, (g_h, g_w, g_b) = fast
-                if need[0]:
-                    grad_h[rows] = g_h
-                if need[1]:
-                    grad_w += g_w
-                if need[2]:
-                    grad_b += g_b
-                ce_total += ce
-                if kd_total is not None and kd is not None:
-                    kd_total += kd
+                                      targets[rows], objective, n_tokens, cap,
+                                      (None if grad_h is None else grad_h[rows], grad_w, grad_b))
+            if sums is not None:
+                ce_total += sums[0]
+                if kd_total is not None and sums[1] is not None:
+                    kd_total += sums[1]
                 continue
         h = hidden[rows].detach().requires_grad_(need[0])  # [C, H]
         with torch.enable_grad():
@@ -329,12 +323,14 @@ def rows_per_pass(chunk_size: int, vocab: int, device: torch.device) -> int:
 
 def _closed_form_chunk(h: Tensor, w: Tensor, b: Tensor | None, t_logits: Any, targets: Tensor,
                        objective: Objective, n_tokens: int, cap: float | None,
-                       need: tuple[bool, bool, bool],
-                       ) -> tuple[Tensor, Tensor | None, tuple[Tensor | None, ...]] | None:
-    """One chunk's sums and its gradients w.r.t. (h, w, b) without autograd: the objective
-    gives d loss / d logits in closed form (CE: softmax - onehot; soft CE: softmax - teacher
-    probabilities), then two matmuls. Same values as the autograd path to fp32 rounding, with
-    fewer passes over the [C, V] logits; None where the objective has no closed form for
+                       grads: tuple[Tensor | None, Tensor | None, Tensor | None],
+                       ) -> tuple[Tensor, Tensor | None] | None:
+    """One chunk's (CE, KD) sums, its gradients w.r.t. (h, w, b) written into ``grads``
+    (this chunk's rows of the hidden gradient, set; the head's weight and bias gradients,
+    accumulated; None where not needed), without autograd: the objective gives d loss /
+    d logits in closed form (CE: softmax - onehot; soft CE: softmax - teacher probabilities),
+    then two matmuls. Same values as the autograd path to fp32 rounding, with fewer passes
+    over the [C, V] logits; None (nothing written) where the objective has no closed form for
     this teacher (other divergences, top-k teachers): the autograd path runs instead."""
     logits = capped(F.linear(h, w, b), cap)  # [C, V] fp32
     out = objective.sums_and_grad(logits, t_logits, targets, n_tokens)  # type: ignore[attr-defined]
@@ -343,8 +339,14 @@ def _closed_form_chunk(h: Tensor, w: Tensor, b: Tensor | None, t_logits: Any, ta
     ce, kd, g = out  # g: d loss / d capped logits [C, V]
     if cap is not None:  # d (cap tanh(x / cap)) / dx = 1 - (logits / cap)^2
         g.mul_(1.0 - (logits / cap).square_())
-    return ce, kd, (g @ w if need[0] else None, g.t() @ h if need[1] else None,
-                    g.sum(0) if need[2] else None)
+    g_h, g_w, g_b = grads
+    if g_h is not None:
+        torch.mm(g, w, out=g_h)
+    if g_w is not None:
+        g_w.addmm_(g.t(), h)
+    if g_b is not None:
+        g_b += g.sum(0)
+    return ce, kd
 
 
 class _FusedHeadLoss(torch.autograd.Function):
