@@ -161,7 +161,8 @@ def cell_flops(row: Any) -> float:
 
 
 def _cell(row: dict[str, Any]) -> tuple:
-    return row["teacher"], row["student_target"], row["objective"]
+    """A cell's identity across arms (their keys differ where the teacher dtype does)."""
+    return row["teacher"], row["student_target"], row["objective"], row["tokens"]
 
 
 def same_weights(a: dict[str, Any], b: dict[str, Any]) -> bool:
