@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from capgap.errors import CapgapError
-from capgap.train.loss import IGNORE_INDEX, shift_and_flatten, softmax_grad
+from capgap.train.loss import IGNORE_INDEX, ce_sums_and_grad, shift_and_flatten, softmax_grad
 
 Divergence = Callable[..., Tensor]
 """``(student_logits [N, V], teacher_logits [N, V], **kwargs) -> per-token values [N]``."""
@@ -288,12 +288,12 @@ class KDObjective:
         teacher's softmax. None for any other objective (autograd handles those)."""
         denom = max(n_tokens, 1)
         teacher = self.needs_teacher and teacher_logits is not None
-        if teacher and not self._shares_log_softmax(teacher_logits):
+        if not teacher:
+            return ce_sums_and_grad(student_logits, targets, self.alpha / denom)
+        if not self._shares_log_softmax(teacher_logits):
             return None
         log_q = F.log_softmax(student_logits, dim=-1)  # [N, V]
         ce = F.nll_loss(log_q, targets, reduction="sum")
-        if not teacher:
-            return ce, None, softmax_grad(log_q, targets, self.alpha / denom)
         p = F.softmax(teacher_logits.float(), dim=-1)  # [N, V]
         kd = self.kd_scale * -torch.dot(p.view(-1), log_q.view(-1))  # one pass, no [N, V] product
         c = (1.0 - self.alpha) * self.kd_scale / denom

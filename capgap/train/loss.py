@@ -100,6 +100,14 @@ def softmax_grad(log_q: Tensor, targets: Tensor, ce_scale: float, p: Tensor | No
     return grad
 
 
+def ce_sums_and_grad(logits: Tensor, targets: Tensor, scale: float) -> tuple[Tensor, None, Tensor]:
+    """The summed CE of fp32 ``logits`` and ``scale`` x its gradient w.r.t. them: the
+    closed form of a loss that is CE alone (``sums_and_grad`` without a teacher)."""
+    log_q = F.log_softmax(logits, dim=-1)
+    ce = F.nll_loss(log_q, targets, reduction="sum")
+    return ce, None, softmax_grad(log_q, targets, scale)
+
+
 class NextTokenCE:
     """Plain next-token cross-entropy (fp32), the objective of :func:`lm_loss`."""
 
@@ -113,9 +121,7 @@ class NextTokenCE:
                       n_tokens: int) -> tuple[Tensor, None, Tensor]:
         """:meth:`sums` and the gradient of :meth:`combine` w.r.t. the (fp32) logits, in
         closed form (see :func:`_chunk_loop`)."""
-        log_q = F.log_softmax(student_logits, dim=-1)
-        ce = F.nll_loss(log_q, targets, reduction="sum")
-        return ce, None, softmax_grad(log_q, targets, 1.0 / max(n_tokens, 1))
+        return ce_sums_and_grad(student_logits, targets, 1.0 / max(n_tokens, 1))
 
     def combine(self, ce_sum: Tensor, kd_sum: Tensor | None, n_tokens: int) -> Tensor:
         return ce_sum * (1.0 / max(n_tokens, 1))  # no valid token: loss 0, not NaN
@@ -263,6 +269,7 @@ def _chunk_loop(
                 if kd_total is not None and sums[1] is not None:
                     kd_total += sums[1]
                 continue
+            closed = False  # no closed form for this objective and teacher: not on any chunk
         h = hidden[rows].detach().requires_grad_(need[0])  # [C, H]
         with torch.enable_grad():
             logits = capped(F.linear(h, w, b), cap)  # [C, V]
